@@ -1,0 +1,108 @@
+//! `sosna.*` keys on the kernel command line: the few settings needed before the
+//! provisioning file can be read, or to override it from the boot loader.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::DEFAULT_PATH;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootArgs {
+    /// `sosna.config=PATH`: the provisioning file.
+    pub config: PathBuf,
+    /// `sosna.fatal_delay=SECS`: how long a fatal error stays on the console before poweroff.
+    pub fatal_delay: Duration,
+}
+
+impl Default for BootArgs {
+    fn default() -> Self {
+        BootArgs {
+            config: PathBuf::from(DEFAULT_PATH),
+            fatal_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl BootArgs {
+    /// Reads `/proc/cmdline`; falls back to defaults when it can't be read.
+    pub fn from_proc() -> (BootArgs, Vec<String>) {
+        let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        BootArgs::parse(&text)
+    }
+
+    /// Parses a command line; returns the arguments plus a warning per bad `sosna.*` word
+    /// (a bad boot argument must not stop the boot).
+    pub fn parse(cmdline: &str) -> (BootArgs, Vec<String>) {
+        let mut args = BootArgs::default();
+        let mut warnings = Vec::new();
+        for word in split(cmdline) {
+            let Some(rest) = word.strip_prefix("sosna.") else {
+                continue;
+            };
+            let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+            match key {
+                "config" if !value.is_empty() => args.config = PathBuf::from(value),
+                "fatal_delay" => match value.parse::<u64>() {
+                    Ok(secs) => args.fatal_delay = Duration::from_secs(secs),
+                    Err(_) => warnings.push(format!(
+                        "sosna.fatal_delay={value:?} is not a number of seconds; using {}",
+                        args.fatal_delay.as_secs()
+                    )),
+                },
+                _ => warnings.push(format!("unknown or empty boot argument sosna.{rest}")),
+            }
+        }
+        (args, warnings)
+    }
+}
+
+/// Splits like the kernel does: on spaces, with double quotes grouping.
+fn split(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in cmdline.trim().chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_sosna_keys_and_ignores_others() {
+        let (a, w) =
+            BootArgs::parse("console=ttyS0 quiet sosna.config=/boot/x.toml sosna.fatal_delay=2\n");
+        assert_eq!(a.config, PathBuf::from("/boot/x.toml"));
+        assert_eq!(a.fatal_delay, Duration::from_secs(2));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn quotes_group_words() {
+        let (a, _) = BootArgs::parse(r#"a "sosna.config=/my dir/c.toml" b"#);
+        assert_eq!(a.config, PathBuf::from("/my dir/c.toml"));
+    }
+
+    #[test]
+    fn bad_values_warn_and_keep_defaults() {
+        let (a, w) = BootArgs::parse("sosna.fatal_delay=soon sosna.colour=red sosna.config=");
+        assert_eq!(a, BootArgs::default());
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].contains("fatal_delay"));
+        assert!(w[1].contains("colour"));
+    }
+}

@@ -1,0 +1,460 @@
+//! The provisioning file: `/etc/sosna/config.toml` by default, or the path given by
+//! `sosna.config=` on the kernel command line.
+//!
+//! Every field has a default, so an absent file (or an empty one) boots a working miner.
+//! Unknown fields are errors: a typo must not silently fall back to a default.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the agent looks when neither the command line nor the CLI names a file.
+pub const DEFAULT_PATH: &str = "/etc/sosna/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// toml's message names the offending key and shows the line.
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: field `{field}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+/// What this node does in the market.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs buyers' tasks in containers and earns tokens (the image's default).
+    #[default]
+    Miner,
+    /// Gathers miners, takes buyers' deals, dispatches, verifies and pays.
+    Hub,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Market role of this node.
+    pub role: Role,
+    /// Hostname to set at boot; empty means `sosna-<last 3 bytes of the first MAC>`.
+    pub hostname: String,
+    /// Directory for persistent agent state (keys, pulled images, storage service).
+    pub state_dir: PathBuf,
+    pub log: LogConfig,
+    pub network: NetworkConfig,
+    pub power: PowerConfig,
+    /// Helper daemons the agent starts and supervises, in order.
+    #[serde(rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            role: Role::Miner,
+            hostname: String::new(),
+            state_dir: PathBuf::from("/var/lib/sosna"),
+            log: LogConfig::default(),
+            network: NetworkConfig::default(),
+            power: PowerConfig::default(),
+            services: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter: `error`, `warn`, `info`, `debug`, `trace`, or directives like `sosna_agent=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Lease an address with DHCP (QEMU user networking, most LANs).
+    Dhcp,
+    /// Use `address`, `gateway` and `dns` as given.
+    Static,
+    /// Leave the uplink down (loopback only).
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `dhcp`, `static` or `off`.
+    pub mode: NetworkMode,
+    /// Uplink interface name; empty picks the first ethernet device.
+    pub interface: String,
+    /// Static address in CIDR form, e.g. `192.168.1.20/24` (static mode only).
+    pub address: String,
+    /// Static default gateway (static mode only; optional).
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS servers for static mode; DHCP mode uses the servers the lease names.
+    pub dns: Vec<Ipv4Addr>,
+    /// How long to wait for the uplink device to appear, in seconds.
+    pub link_timeout_secs: u64,
+    /// How long one DHCP exchange may take before boot goes on without an address, in seconds.
+    pub dhcp_timeout_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            mode: NetworkMode::Dhcp,
+            interface: String::new(),
+            address: String::new(),
+            gateway: None,
+            dns: Vec::new(),
+            link_timeout_secs: 5,
+            dhcp_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerAction {
+    #[default]
+    Reboot,
+    Poweroff,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowerConfig {
+    /// What Ctrl-Alt-Del does: `reboot` or `poweroff`.
+    pub ctrl_alt_del: PowerAction,
+    /// Grace period between SIGTERM and SIGKILL for every process at shutdown, in seconds.
+    pub stop_timeout_secs: u64,
+}
+
+impl Default for PowerConfig {
+    fn default() -> Self {
+        PowerConfig {
+            ctrl_alt_del: PowerAction::Reboot,
+            stop_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whenever the service exits.
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit or a fatal signal.
+    OnFailure,
+    /// Run once.
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Name used in logs; unique among services.
+    pub name: String,
+    /// Program and arguments; the program is an absolute path.
+    pub command: Vec<String>,
+    /// Extra environment, `KEY=value` strings.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `always`, `on-failure` or `never`.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// A run shorter than this counts as a fast crash, in milliseconds.
+    #[serde(default = "default_fast_crash_ms")]
+    pub fast_crash_ms: u64,
+    /// Give up after this many fast crashes in a row.
+    #[serde(default = "default_max_fast_crashes")]
+    pub max_fast_crashes: u32,
+    /// First restart delay in milliseconds; doubles after each fast crash.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Ceiling for the restart delay in milliseconds.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_fast_crash_ms() -> u64 {
+    10_000
+}
+fn default_max_fast_crashes() -> u32 {
+    5
+}
+fn default_backoff_ms() -> u64 {
+    100
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+
+impl ServiceConfig {
+    pub fn fast_crash(&self) -> Duration {
+        Duration::from_millis(self.fast_crash_ms)
+    }
+}
+
+impl Config {
+    /// Parses and validates a provisioning file's text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Reads `path`; a missing file at the default location means "all defaults".
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) =>
+            {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            reason,
+        };
+        if !self.hostname.is_empty() && !valid_hostname(&self.hostname) {
+            return Err(invalid(
+                "hostname",
+                format!(
+                    "{:?} is not a hostname (1-63 of a-z, 0-9, '-', not starting or ending with '-')",
+                    self.hostname
+                ),
+            ));
+        }
+        if !self.state_dir.is_absolute() {
+            return Err(invalid("state_dir", "must be an absolute path".into()));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", e.to_string()));
+        }
+        let net = &self.network;
+        if net.mode == NetworkMode::Static {
+            parse_cidr(&net.address).map_err(|r| invalid("network.address", r))?;
+        } else if !net.address.is_empty() {
+            return Err(invalid(
+                "network.address",
+                "only used with mode = \"static\"".into(),
+            ));
+        }
+        if net.dhcp_timeout_secs == 0 {
+            return Err(invalid(
+                "network.dhcp_timeout_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for svc in &self.services {
+            if svc.name.is_empty() || !names.insert(svc.name.as_str()) {
+                return Err(invalid(
+                    "service.name",
+                    format!("{:?} is empty or used twice", svc.name),
+                ));
+            }
+            match svc.command.first() {
+                Some(p) if p.starts_with('/') => {}
+                _ => {
+                    return Err(invalid(
+                        "service.command",
+                        format!(
+                            "service {:?}: first element must be an absolute program path",
+                            svc.name
+                        ),
+                    ))
+                }
+            }
+            if let Some(bad) = svc.env.iter().find(|e| !e.contains('=')) {
+                return Err(invalid(
+                    "service.env",
+                    format!("service {:?}: {bad:?} is not KEY=value", svc.name),
+                ));
+            }
+            if svc.max_fast_crashes == 0 {
+                return Err(invalid(
+                    "service.max_fast_crashes",
+                    format!("service {:?}: must be at least 1", svc.name),
+                ));
+            }
+            if svc.backoff_ms > svc.max_backoff_ms {
+                return Err(invalid(
+                    "service.backoff_ms",
+                    format!("service {:?}: larger than max_backoff_ms", svc.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_hostname(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Parses `a.b.c.d/len` into an address and prefix length.
+pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (addr, len) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not CIDR (expected a.b.c.d/len)"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .ok_or_else(|| format!("{len:?} is not a prefix length 0-32"))?;
+    Ok((addr, len))
+}
+
+/// A documented provisioning file with every field at its default; `sosna config example`.
+pub const EXAMPLE: &str = include_str!("config.example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_a_default_miner() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.role, Role::Miner);
+        assert_eq!(c.network.mode, NetworkMode::Dhcp);
+    }
+
+    #[test]
+    fn example_matches_defaults() {
+        // The documented example must stay in step with the code's defaults.
+        assert_eq!(parse(EXAMPLE).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse("[network]\nmdoe = \"dhcp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mdoe"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = parse("[power]\nstop_timeout_secs = \"five\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stop_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_named() {
+        let err = parse("role = \"buyer\"\n").unwrap_err().to_string();
+        assert!(err.contains("role") || err.contains("buyer"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            ("hostname = \"Bad_Host\"", "hostname"),
+            ("state_dir = \"relative\"", "state_dir"),
+            ("[log]\nlevel = \"=[\"", "log.level"),
+            (
+                "[network]\nmode = \"static\"\naddress = \"10.0.0.1\"",
+                "network.address",
+            ),
+            ("[network]\naddress = \"10.0.0.1/8\"", "network.address"),
+            (
+                "[[service]]\nname = \"a\"\ncommand = [\"rel\"]",
+                "service.command",
+            ),
+            (
+                "[[service]]\nname = \"a\"\ncommand = [\"/x\"]\n[[service]]\nname = \"a\"\ncommand = [\"/y\"]",
+                "service.name",
+            ),
+            (
+                "[[service]]\nname = \"a\"\ncommand = [\"/x\"]\nenv = [\"NOEQUALS\"]",
+                "service.env",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{field}`")), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn full_static_config_parses() {
+        let c = parse(
+            r#"
+role = "hub"
+hostname = "rig-7"
+[network]
+mode = "static"
+interface = "eth1"
+address = "192.168.1.20/24"
+gateway = "192.168.1.1"
+dns = ["1.1.1.1"]
+[[service]]
+name = "helper"
+command = ["/bin/helper", "--flag"]
+restart = "on-failure"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.role, Role::Hub);
+        assert_eq!(
+            parse_cidr(&c.network.address).unwrap(),
+            (Ipv4Addr::new(192, 168, 1, 20), 24)
+        );
+        assert_eq!(c.services[0].restart, RestartPolicy::OnFailure);
+        assert_eq!(c.services[0].max_fast_crashes, 5);
+    }
+
+    #[test]
+    fn missing_named_file_is_an_error() {
+        let err = Config::load(Path::new("/nonexistent/sosna.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+}

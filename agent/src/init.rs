@@ -1,0 +1,89 @@
+//! PID 1: set the machine up, run the agent, and always end in poweroff or reboot.
+//! Nothing in here may return or panic out: the kernel panics when init exits.
+
+use std::time::Duration;
+
+use crate::cmdline::BootArgs;
+use crate::config::Config;
+use crate::node::{self, Mode};
+use crate::shutdown::{fatal, finish};
+use crate::{kmod, logging, mounts};
+
+/// Controllers delegated to the root cgroup's children (containers need them).
+const CGROUP_CONTROLLERS: &[&str] = &["cpu", "cpuset", "io", "memory", "pids"];
+
+pub fn run() -> ! {
+    // Before /proc exists we can't read the command line; use the default delay.
+    if let Err(e) = mounts::mount_early() {
+        fatal(&e.to_string(), BootArgs::default().fatal_delay);
+    }
+    let (boot, warnings) = BootArgs::from_proc();
+    let delay = boot.fatal_delay;
+    std::panic::set_hook(Box::new(move |info| {
+        fatal(&format!("panic: {info}"), delay);
+    }));
+
+    let config = Config::load(&boot.config);
+    logging::init(config.as_ref().map_or("info", |c| c.log.level.as_str()));
+    tracing::info!(
+        "sosna {} starting as PID 1, config {}",
+        env!("CARGO_PKG_VERSION"),
+        boot.config.display()
+    );
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => fatal(&format!("bad provisioning file: {e}"), delay),
+    };
+    tracing::info!("role: {:?}", config.role);
+
+    // With the kernel's own Ctrl-Alt-Del reboot off, it sends us SIGINT instead.
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        tracing::warn!("disable Ctrl-Alt-Del reboot: {e}");
+    }
+    load_modules();
+    delegate_cgroup_controllers();
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fatal(&format!("start async runtime: {e}"), delay),
+    };
+    let req = match rt.block_on(node::run(&config, Mode::Init)) {
+        Ok(req) => req,
+        Err(e) => fatal(&format!("agent: {e}"), delay),
+    };
+    rt.shutdown_timeout(Duration::from_millis(200));
+    finish(req, Duration::from_secs(config.power.stop_timeout_secs))
+}
+
+fn load_modules() {
+    match kmod::load_listed() {
+        Ok(r) => {
+            if !r.loaded.is_empty() {
+                tracing::info!("modules loaded: {}", r.loaded.join(" "));
+            }
+            for e in r.failed {
+                tracing::error!("{e}");
+            }
+        }
+        Err(e) => tracing::error!("modules: {e}"),
+    }
+}
+
+fn delegate_cgroup_controllers() {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let wanted: Vec<String> = CGROUP_CONTROLLERS
+        .iter()
+        .filter(|c| available.split_whitespace().any(|a| a == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if let Err(e) = std::fs::write(root.join("cgroup.subtree_control"), wanted.join(" ")) {
+        tracing::warn!("cgroup controllers {}: {e}", wanted.join(" "));
+    }
+}

@@ -1,0 +1,20 @@
+//! sosna's agent: PID 1 of the sosna image, and the same code as a host daemon.
+//!
+//! Boot path: [`init::run`] mounts, loads modules, then [`node::run`] brings up the
+//! network, supervises services and waits for a power request; [`shutdown::finish`] ends
+//! every boot. Off the image, [`daemon::run`] drives the same [`node`] core.
+
+pub mod cmdline;
+pub mod config;
+pub mod daemon;
+pub mod init;
+pub mod kmod;
+pub mod logging;
+pub mod mounts;
+pub mod net;
+pub mod node;
+pub mod power;
+pub mod reaper;
+pub mod shutdown;
+pub mod status;
+pub mod supervisor;

@@ -1,0 +1,133 @@
+//! The agent's long-running core, shared by PID 1 and the host daemon: reaper, network
+//! (PID 1 only), supervised services, the READY line, and waiting for a power request.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, NetworkMode};
+use crate::net::{self, Iface, Netlink};
+use crate::power::{PowerRequest, PowerSignals};
+use crate::reaper::Reaper;
+use crate::status;
+use crate::supervisor::Supervisor;
+
+/// Whether this process owns the machine (PID 1) or is a guest on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Init,
+    Daemon,
+}
+
+/// Runs until a power request arrives, then stops services and the reaper.
+pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
+    // Signal handlers first: no child may exit, and no request arrive, unobserved.
+    let mut signals = PowerSignals::install()?;
+    let reaper = Reaper::new();
+    let (stop_reaper, stop_rx) = watch::channel(false);
+    let reaper_task = tokio::spawn(reaper.clone().run(stop_rx));
+
+    if mode == Mode::Init {
+        bring_up_network(config).await;
+    }
+    let grace = Duration::from_secs(config.power.stop_timeout_secs);
+    let supervisor = Supervisor::start(&reaper, &config.services, grace);
+    println!("{}", status::ready_line());
+
+    let (req, why) = signals.next(config.power.ctrl_alt_del).await;
+    tracing::info!("{why}: shutting down");
+    supervisor.stop().await;
+    let _ = stop_reaper.send(true);
+    let _ = reaper_task.await;
+    Ok(req)
+}
+
+/// Loopback, hostname, uplink. Failures are logged, not fatal: a node without network can
+/// still be reached on its console and fixed by a new provisioning file.
+async fn bring_up_network(config: &Config) {
+    let nl = match Netlink::connect() {
+        Ok(nl) => nl,
+        Err(e) => {
+            tracing::error!("network: {e}");
+            set_hostname(config, None);
+            return;
+        }
+    };
+    if let Err(e) = net::loopback_up(&nl).await {
+        tracing::error!("loopback: {e}");
+    }
+    let cfg = &config.network;
+    if cfg.mode == NetworkMode::Off {
+        set_hostname(config, None);
+        tracing::info!("network: off by config");
+        return;
+    }
+    let iface = match net::wait_for_uplink(
+        &cfg.interface,
+        Duration::from_secs(cfg.link_timeout_secs),
+    )
+    .await
+    {
+        Ok(iface) => iface,
+        Err(e) => {
+            set_hostname(config, None);
+            tracing::error!("network: {e}");
+            return;
+        }
+    };
+    set_hostname(config, Some(&iface));
+    match net::uplink_up(&nl, cfg, iface).await {
+        Ok(up) => {
+            tracing::info!(
+                "network: {} {}/{} via {} ({})",
+                up.iface.name,
+                up.address,
+                up.prefix,
+                up.gateway
+                    .map_or("no gateway".to_string(), |g| g.to_string()),
+                if up.lease.is_some() { "dhcp" } else { "static" }
+            );
+            let timeout = Duration::from_secs(cfg.dhcp_timeout_secs);
+            tokio::spawn(net::keep_lease(nl, up, timeout));
+        }
+        Err(e) => tracing::error!("network: {e}"),
+    }
+}
+
+/// The configured hostname, else `sosna-` and the uplink MAC's last three bytes.
+pub fn hostname_for(config: &Config, uplink: Option<&Iface>) -> String {
+    if !config.hostname.is_empty() {
+        return config.hostname.clone();
+    }
+    match uplink {
+        Some(i) => format!("sosna-{:02x}{:02x}{:02x}", i.mac[3], i.mac[4], i.mac[5]),
+        None => "sosna".into(),
+    }
+}
+
+fn set_hostname(config: &Config, uplink: Option<&Iface>) {
+    let name = hostname_for(config, uplink);
+    match nix::unistd::sethostname(&name) {
+        Ok(()) => tracing::info!("hostname: {name}"),
+        Err(e) => tracing::warn!("sethostname {name}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_comes_from_config_or_mac() {
+        let mut c = Config::default();
+        let iface = Iface {
+            name: "eth0".into(),
+            index: 2,
+            mac: [0x52, 0x54, 0, 0xab, 0xcd, 0x0e],
+        };
+        assert_eq!(hostname_for(&c, Some(&iface)), "sosna-abcd0e");
+        assert_eq!(hostname_for(&c, None), "sosna");
+        c.hostname = "rig-1".into();
+        assert_eq!(hostname_for(&c, Some(&iface)), "rig-1");
+    }
+}
