@@ -12,6 +12,8 @@ pub struct BootArgs {
     pub config: PathBuf,
     /// `sosna.fatal_delay=SECS`: how long a fatal error stays on the console before poweroff.
     pub fatal_delay: Duration,
+    /// `sosna.log=FILTER`: overrides the provisioning file's log level (debugging a boot).
+    pub log: Option<String>,
 }
 
 impl Default for BootArgs {
@@ -19,6 +21,7 @@ impl Default for BootArgs {
         BootArgs {
             config: PathBuf::from(DEFAULT_PATH),
             fatal_delay: Duration::from_secs(10),
+            log: None,
         }
     }
 }
@@ -42,6 +45,7 @@ impl BootArgs {
             let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
             match key {
                 "config" if !value.is_empty() => args.config = PathBuf::from(value),
+                "log" if !value.is_empty() => args.log = Some(value.to_owned()),
                 "fatal_delay" => match value.parse::<u64>() {
                     Ok(secs) => args.fatal_delay = Duration::from_secs(secs),
                     Err(_) => warnings.push(format!(
@@ -84,10 +88,12 @@ mod tests {
 
     #[test]
     fn reads_sosna_keys_and_ignores_others() {
-        let (a, w) =
-            BootArgs::parse("console=ttyS0 quiet sosna.config=/boot/x.toml sosna.fatal_delay=2\n");
+        let (a, w) = BootArgs::parse(
+            "console=ttyS0 quiet sosna.config=/boot/x.toml sosna.fatal_delay=2 sosna.log=debug\n",
+        );
         assert_eq!(a.config, PathBuf::from("/boot/x.toml"));
         assert_eq!(a.fatal_delay, Duration::from_secs(2));
+        assert_eq!(a.log.as_deref(), Some("debug"));
         assert!(w.is_empty());
     }
 

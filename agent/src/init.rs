@@ -24,7 +24,8 @@ pub fn run() -> ! {
     }));
 
     let config = Config::load(&boot.config);
-    logging::init(config.as_ref().map_or("info", |c| c.log.level.as_str()));
+    let level = boot.log.as_deref();
+    logging::init(level.unwrap_or(config.as_ref().map_or("info", |c| c.log.level.as_str())));
     tracing::info!(
         "sosna {} starting as PID 1, config {}",
         env!("CARGO_PKG_VERSION"),

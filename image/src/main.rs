@@ -1,1 +1,97 @@
-fn main() {}
+//! `sosna-image`: assembles vmlinux + initramfs from an extracted kernel package and the
+//! static agent, and writes a manifest with sizes and digests. `image/build.sh` drives it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use sha2::{Digest, Sha256};
+use sosna_image::{initramfs, vmlinux};
+
+#[derive(Parser)]
+#[command(about = "Assemble sosna's vmlinux and initramfs")]
+struct Args {
+    /// Root of the extracted kernel package (after depmod).
+    #[arg(long)]
+    kernel_root: PathBuf,
+    /// Kernel release, e.g. 6.1.0-56-amd64.
+    #[arg(long)]
+    release: String,
+    /// The static sosna agent binary.
+    #[arg(long)]
+    agent: PathBuf,
+    /// File listing the modules to load at boot, one per line.
+    #[arg(long)]
+    modules: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn sha256(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn write(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    // Write-then-rename: an interrupted build never leaves a half file under the real name.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.parse().context("SOURCE_DATE_EPOCH is not a number")?,
+        Err(_) => 0,
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
+
+    let bz_path = args
+        .kernel_root
+        .join(format!("boot/vmlinuz-{}", args.release));
+    eprintln!("image: extracting vmlinux from {}", bz_path.display());
+    let bz = std::fs::read(&bz_path).with_context(|| format!("read {}", bz_path.display()))?;
+    let elf = vmlinux::extract(&bz).with_context(|| format!("extract {}", bz_path.display()))?;
+    write(&args.out.join("vmlinux"), &elf)?;
+
+    eprintln!("image: assembling initramfs");
+    let list = std::fs::read_to_string(&args.modules)
+        .with_context(|| format!("read {}", args.modules.display()))?;
+    let modules = sosna_agent::kmod::parse_list(&list);
+    let c = initramfs::build(&initramfs::Inputs {
+        kernel_root: &args.kernel_root,
+        release: &args.release,
+        agent: &args.agent,
+        modules: &modules,
+        mtime,
+    })?;
+    write(&args.out.join("initramfs.cpio"), &c.archive)?;
+
+    let manifest = format!(
+        "kernel_release={}\nvmlinux_bytes={}\nvmlinux_sha256={}\ninitramfs_bytes={}\ninitramfs_sha256={}\nagent_bytes={}\nmodules={}\nmodule_bytes={}\n",
+        args.release,
+        elf.len(),
+        sha256(&elf),
+        c.archive.len(),
+        sha256(&c.archive),
+        c.agent_bytes,
+        c.modules.join(","),
+        c.module_bytes,
+    );
+    write(&args.out.join("manifest.txt"), manifest.as_bytes())?;
+    eprintln!(
+        "image: done in {}\n  vmlinux    {:>10} bytes\n  initramfs  {:>10} bytes (agent {}, {} modules {})\n  initramfs sha256 {}",
+        args.out.display(),
+        elf.len(),
+        c.archive.len(),
+        c.agent_bytes,
+        c.modules.len(),
+        c.module_bytes,
+        sha256(&c.archive)
+    );
+    Ok(())
+}

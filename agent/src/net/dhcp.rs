@@ -57,14 +57,8 @@ impl Transaction {
     }
 
     fn base(&self, kind: MessageType) -> Message {
-        let mut msg = Message::new_with_id(
-            self.xid,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &self.mac,
-        );
+        let mut msg = empty_request();
+        msg.set_xid(self.xid).set_chaddr(&self.mac);
         // We have no address yet, so ask servers to broadcast their replies.
         msg.set_flags(Flags::default().set_broadcast());
         let opts = msg.opts_mut();
@@ -114,6 +108,18 @@ impl Transaction {
             .ok_or_else(|| DhcpError::Malformed("no message type option".into()))?;
         Ok(Some((kind, msg)))
     }
+}
+
+/// An empty BOOTREQUEST, made by decoding rather than with `Message::new`: that one draws
+/// a random xid from the OS RNG, which blocks until the kernel's CRNG is seeded — seconds
+/// or more on a fresh VM without an RNG device, all of it on the boot path.
+fn empty_request() -> Message {
+    let mut raw = [0u8; 241];
+    raw[0] = 1; // op = BOOTREQUEST
+    raw[1] = 1; // htype = ethernet
+    raw[236..240].copy_from_slice(&[99, 130, 83, 99]); // DHCP magic cookie
+    raw[240] = 255; // end of options
+    Message::decode(&mut Decoder::new(&raw)).expect("a fixed, valid BOOTP header decodes")
 }
 
 fn encode(msg: &Message) -> Vec<u8> {
@@ -223,7 +229,8 @@ async fn exchange(
         loop {
             let recv = tokio::time::timeout_at(resend_at, sock.recv_from(&mut buf)).await;
             let Ok(recv) = recv else { break };
-            let Ok((n, _)) = recv else { continue };
+            let Ok((n, from)) = recv else { continue };
+            tracing::debug!("DHCP: {n} bytes from {from}");
             match tx.parse_reply(&buf[..n]) {
                 Ok(Some((MessageType::Nak, _))) => return Err(DhcpError::Nak),
                 Ok(Some((kind, msg))) if kind == want => return Ok(msg),

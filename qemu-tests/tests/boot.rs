@@ -1,0 +1,161 @@
+//! Boots the built image under QEMU and checks PID 1's duties end to end.
+//! Needs `./image/build.sh` first; run with `cargo test -p sosna-qemu-tests --features qemu`.
+
+use std::time::Duration;
+
+use sosna_qemu_tests::{Image, Overlay, Ready, Vm, VmConfig};
+
+/// Generous: TCG on a loaded 2-core CI machine is slow. Waits end as soon as the
+/// awaited line appears, so a healthy run never sits these out.
+const BOOT: Duration = Duration::from_secs(90);
+const STEP: Duration = Duration::from_secs(30);
+
+fn image() -> Image {
+    Image::built().expect("image")
+}
+
+/// Boots with a provisioning file, Debian's static busybox and an optional workload script.
+fn boot_with_config(config: &str, workload: Option<&str>) -> Vm {
+    let mut overlay = Overlay::default()
+        .file("/etc/sosna/config.toml", 0o644, config)
+        .busybox()
+        .unwrap();
+    if let Some(script) = workload {
+        overlay = overlay.file("/workload.sh", 0o755, script);
+    }
+    Vm::boot(
+        VmConfig::new(image())
+            .overlay(overlay)
+            .append("sosna.fatal_delay=1"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn test_boots_to_ready_with_dhcp_network() {
+    let mut vm = Vm::boot(VmConfig::new(image())).unwrap();
+    let line = vm.wait_for("SOSNA READY", BOOT).unwrap();
+    let ready = Ready::parse(&line).unwrap_or_else(|| panic!("malformed ready line {line:?}"));
+    assert_eq!(ready.version, env!("CARGO_PKG_VERSION"));
+    assert!(ready.boot_ms > 0 && ready.rss_kb > 0, "{ready:?}");
+    let console = vm.console();
+    // QEMU's user network hands out 10.0.2.15 with gateway 10.0.2.2.
+    assert!(
+        console.contains("network: eth0 10.0.2.15/24 via 10.0.2.2 (dhcp)"),
+        "DHCP lease not applied"
+    );
+    assert!(console.contains("modules loaded:") && console.contains("virtio_net"));
+    assert!(
+        console.contains("hostname: sosna-12"),
+        "hostname from the MAC"
+    );
+    assert!(!console.contains("ERROR"), "no errors on a default boot");
+}
+
+#[test]
+fn test_ctrl_alt_del_shuts_down_in_order() {
+    let mut vm = Vm::boot(VmConfig::new(image())).unwrap();
+    vm.wait_for("SOSNA READY", BOOT).unwrap();
+    vm.ctrl_alt_del().unwrap();
+    vm.wait_for("Ctrl-Alt-Del (SIGINT): shutting down", STEP)
+        .unwrap();
+    let status = vm.wait_exit(STEP).unwrap();
+    assert!(status.success(), "qemu exit {status}");
+    let console = vm.console();
+    for line in [
+        "unmounted /tmp",
+        "unmounted /run",
+        "unmounted /proc",
+        "rebooting",
+    ] {
+        assert!(console.contains(line), "console lacks {line:?}");
+    }
+    // Order: processes stopped before unmounting, unmounting before the reboot call.
+    let at = |s: &str| console.find(s).unwrap();
+    assert!(at("stopping all processes") < at("unmounted /tmp"));
+    assert!(at("unmounted /tmp") < at("rebooting"));
+    assert!(!console.contains("Kernel panic"));
+}
+
+#[test]
+fn test_orphaned_grandchildren_are_reaped() {
+    // The service forks 20 grandchildren that outlive their parent (so they are re-parented
+    // to PID 1), waits for them to finish, then counts zombies until none are left.
+    let script = r#"#!/bin/busybox sh
+bb=/bin/busybox
+for i in $($bb seq 20); do ( $bb sleep 0.3 & ) ; done
+echo "ORPHANS SPAWNED"
+n=0
+while [ $n -lt 200 ]; do
+  z=0; alive=0
+  for s in /proc/[0-9]*/stat; do
+    read -r pid comm state rest < "$s" 2>/dev/null || continue
+    [ "$state" = Z ] && z=$((z+1))
+    [ "$comm" = "(sleep)" ] && alive=$((alive+1))
+  done
+  if [ $z -eq 0 ] && [ $alive -eq 0 ]; then echo "REAPED ALL after $n checks"; exec $bb sleep 3600; fi
+  n=$((n+1)); $bb usleep 50000
+done
+echo "ZOMBIES LEFT $z alive $alive"
+exec $bb sleep 3600
+"#;
+    let config = r#"
+[[service]]
+name = "orphans"
+command = ["/bin/busybox", "sh", "/workload.sh"]
+restart = "never"
+"#;
+    let mut vm = boot_with_config(config, Some(script));
+    vm.wait_for("ORPHANS SPAWNED", BOOT).unwrap();
+    let text = vm
+        .wait_until("the workload's verdict", STEP, |t| {
+            t.contains("REAPED ALL") || t.contains("ZOMBIES LEFT")
+        })
+        .unwrap();
+    assert!(text.contains("REAPED ALL"), "zombies were left behind");
+}
+
+#[test]
+fn test_crashing_service_is_restarted_then_given_up() {
+    let config = r#"
+[[service]]
+name = "crasher"
+command = ["/bin/busybox", "sh", "-c", "echo CRASHER RUN; exit 3"]
+max_fast_crashes = 3
+backoff_ms = 50
+"#;
+    let mut vm = boot_with_config(config, None);
+    let text = vm
+        .wait_until("the give-up message", BOOT, |t| {
+            t.contains("giving up after 3 fast crashes")
+        })
+        .unwrap();
+    assert_eq!(
+        text.matches("CRASHER RUN").count(),
+        3,
+        "ran once plus two restarts"
+    );
+    assert_eq!(text.matches("restarting in").count(), 2);
+    assert!(text.contains("exited with exit code 3"));
+    assert!(
+        text.contains("SOSNA READY"),
+        "a crashing service doesn't stop the boot"
+    );
+}
+
+#[test]
+fn test_broken_config_is_a_clear_console_error() {
+    let mut vm = boot_with_config("[network]\nmdoe = \"dhcp\"\n", None);
+    vm.wait_for("FATAL: bad provisioning file", BOOT).unwrap();
+    let status = vm.wait_exit(STEP).unwrap();
+    assert!(status.success());
+    let console = vm.console();
+    let error = &console[console.find("FATAL").unwrap()..];
+    assert!(
+        error.contains("unknown field `mdoe`"),
+        "the error names the field"
+    );
+    assert!(console.contains("powering off"));
+    assert!(!console.contains("Kernel panic"));
+    assert!(!console.contains("SOSNA READY"));
+}
