@@ -4,13 +4,13 @@
 #   initramfs.cpio   static agent as /init + boot modules
 #   manifest.txt     kernel release, sizes, sha256s
 # Needs apt-get, dpkg-deb and depmod (./dev installs them). The kernel .deb is cached in
-# target/cache; it is extracted there, never installed on this host.
+# ~/.cache/sosna; it is extracted there, never installed on this host.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=x86_64-unknown-linux-gnu
 out=${SOSNA_IMAGE_DIR:-$root/target/image/x86_64}
-cache=$root/target/cache
+cache=${SOSNA_CACHE:-$HOME/.cache/sosna}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 
 step() { printf '\n== image: %s\n' "$*" >&2; }
@@ -38,10 +38,11 @@ fi
 echo "kernel $release" >&2
 
 step "building the static agent"
-# crt-static gives one self-contained binary; remapped paths keep it reproducible.
-RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$root=/sosna --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
+# crt-static gives one self-contained binary. Cargo names workspace sources by relative
+# path; remapping the registry path keeps dependency paths out of the binary too.
+RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
   cargo build --release --locked --target "$target" -p sosna-agent --bin sosna
-agent=$root/target/$target/release/sosna
+agent=${CARGO_TARGET_DIR:-$root/target}/$target/release/sosna
 
 step "assembling"
 cargo run --release --locked -q -p sosna-image -- \

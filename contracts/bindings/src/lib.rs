@@ -1,0 +1,1 @@
+//! Placeholder: the contracts helper fills this in.
