@@ -14,6 +14,7 @@ pub mod mounts;
 pub mod net;
 pub mod node;
 pub mod power;
+pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
 pub mod status;

@@ -22,7 +22,7 @@ pub enum Mode {
 /// Runs until a power request arrives, then stops services and the reaper.
 pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
     // Signal handlers first: no child may exit, and no request arrive, unobserved.
-    let mut signals = PowerSignals::install()?;
+    let mut signals = PowerSignals::install(mode == Mode::Init)?;
     let reaper = Reaper::new();
     let (stop_reaper, stop_rx) = watch::channel(false);
     let reaper_task = tokio::spawn(reaper.clone().run(stop_rx));

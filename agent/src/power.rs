@@ -2,11 +2,13 @@
 //!
 //! As PID 1: Ctrl-Alt-Del reaches us as SIGINT once the kernel's own CAD reboot is off;
 //! SIGTERM and SIGPWR (UPS daemons, `sosna poweroff`) power off; SIGUSR1 (`sosna reboot`)
-//! reboots. As a host daemon every one of them just ends the daemon.
+//! reboots; the ACPI power button powers off. As a host daemon every signal just ends
+//! the daemon.
 
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::PowerAction;
+use crate::power_button::PowerButton;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerRequest {
@@ -25,6 +27,8 @@ impl From<PowerAction> for PowerRequest {
 
 /// Signal handlers, installed when this is built so no request is lost in between.
 pub struct PowerSignals {
+    /// As PID 1 the ACPI power button powers off too.
+    button: Option<PowerButton>,
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     pwr: tokio::signal::unix::Signal,
@@ -32,8 +36,9 @@ pub struct PowerSignals {
 }
 
 impl PowerSignals {
-    pub fn install() -> std::io::Result<PowerSignals> {
+    pub fn install(button: bool) -> std::io::Result<PowerSignals> {
         Ok(PowerSignals {
+            button: if button { PowerButton::open() } else { None },
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
             pwr: signal(SignalKind::from_raw(libc::SIGPWR))?,
@@ -43,7 +48,14 @@ impl PowerSignals {
 
     /// Waits for the next request; `ctrl_alt_del` decides what SIGINT means.
     pub async fn next(&mut self, ctrl_alt_del: PowerAction) -> (PowerRequest, &'static str) {
+        let button = async {
+            match &mut self.button {
+                Some(b) => b.pressed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = button => (PowerRequest::Poweroff, "power button"),
             _ = self.int.recv() => (ctrl_alt_del.into(), "Ctrl-Alt-Del (SIGINT)"),
             _ = self.term.recv() => (PowerRequest::Poweroff, "SIGTERM"),
             _ = self.pwr.recv() => (PowerRequest::Poweroff, "SIGPWR"),

@@ -351,6 +351,11 @@ impl Vm {
         self.qmp("send-key", json!({ "keys": keys })).map(drop)
     }
 
+    /// Presses the ACPI power button (what a VM host's "shut down" does).
+    pub fn powerdown(&mut self) -> Result<(), HarnessError> {
+        self.qmp("system_powerdown", json!({})).map(drop)
+    }
+
     /// Waits for qemu to exit by itself (the guest powered off or rebooted).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, HarnessError> {
         let deadline = Instant::now() + timeout;

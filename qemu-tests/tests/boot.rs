@@ -31,6 +31,24 @@ fn boot_with_config(config: &str, workload: Option<&str>) -> Vm {
     .unwrap()
 }
 
+/// A service that prints what the kernel really has configured, for the network tests.
+const NET_REPORT: &str = r#"#!/bin/busybox sh
+bb=/bin/busybox
+echo "REPORT addr: $($bb ip -4 -o addr show dev eth0)"
+echo "REPORT route: $($bb ip route show default)"
+echo "REPORT dns: $($bb cat /etc/resolv.conf)"
+echo "REPORT hostname: $($bb hostname)"
+echo "REPORT lo: $($bb ip -o link show lo)"
+echo "REPORT DONE"
+"#;
+
+const NET_REPORT_SERVICE: &str = r#"
+[[service]]
+name = "net-report"
+command = ["/bin/busybox", "sh", "/workload.sh"]
+restart = "never"
+"#;
+
 #[test]
 fn test_boots_to_ready_with_dhcp_network() {
     let mut vm = Vm::boot(VmConfig::new(image())).unwrap();
@@ -50,6 +68,23 @@ fn test_boots_to_ready_with_dhcp_network() {
         "hostname from the MAC"
     );
     assert!(!console.contains("ERROR"), "no errors on a default boot");
+}
+
+#[test]
+fn test_dhcp_lease_is_really_configured() {
+    // Default network settings plus a service that reads the kernel's state back.
+    let mut vm = boot_with_config(NET_REPORT_SERVICE, Some(NET_REPORT));
+    let text = vm
+        .wait_until("the network report", BOOT, |t| t.contains("REPORT DONE"))
+        .unwrap();
+    assert!(text.contains("inet 10.0.2.15/24"), "address");
+    assert!(text.contains("default via 10.0.2.2 dev eth0"), "route");
+    assert!(text.contains("nameserver 10.0.2.3"), "DNS from the lease");
+    assert!(
+        text.contains("REPORT hostname: sosna-"),
+        "hostname from the MAC"
+    );
+    assert!(text.contains("<LOOPBACK,UP,LOWER_UP>"), "loopback up");
 }
 
 #[test]
@@ -75,6 +110,44 @@ fn test_ctrl_alt_del_shuts_down_in_order() {
     assert!(at("stopping all processes") < at("unmounted /tmp"));
     assert!(at("unmounted /tmp") < at("rebooting"));
     assert!(!console.contains("Kernel panic"));
+}
+
+#[test]
+fn test_acpi_power_button_powers_off() {
+    let mut vm = Vm::boot(VmConfig::new(image())).unwrap();
+    vm.wait_for("SOSNA READY", BOOT).unwrap();
+    vm.powerdown().unwrap();
+    vm.wait_for("power button: shutting down", STEP).unwrap();
+    assert!(vm.wait_exit(STEP).unwrap().success());
+    let console = vm.console();
+    assert!(console.contains("unmounted /sys/fs/cgroup"));
+    assert!(console.contains("powering off"));
+}
+
+#[test]
+fn test_static_network_config() {
+    let config = format!(
+        r#"
+hostname = "rig-7"
+[network]
+mode = "static"
+address = "10.0.2.99/24"
+gateway = "10.0.2.2"
+dns = ["192.0.2.53"]
+{NET_REPORT_SERVICE}"#
+    );
+    let mut vm = boot_with_config(&config, Some(NET_REPORT));
+    let text = vm
+        .wait_until("the network report", BOOT, |t| t.contains("REPORT DONE"))
+        .unwrap();
+    assert!(text.contains("network: eth0 10.0.2.99/24 via 10.0.2.2 (static)"));
+    assert!(text.contains("inet 10.0.2.99/24"), "address");
+    assert!(text.contains("default via 10.0.2.2 dev eth0"), "route");
+    assert!(
+        text.contains("nameserver 192.0.2.53"),
+        "DNS from the config"
+    );
+    assert!(text.contains("REPORT hostname: rig-7"));
 }
 
 #[test]

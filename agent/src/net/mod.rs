@@ -1,7 +1,7 @@
 //! Network bring-up for PID 1: loopback, then the uplink by DHCP or static config, and
 //! DHCP lease renewal for as long as the agent runs.
 
-mod dhcp;
+pub mod dhcp;
 mod link;
 
 use std::net::Ipv4Addr;

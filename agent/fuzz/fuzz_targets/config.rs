@@ -1,0 +1,11 @@
+//! Provisioning files: any bytes give a Config or an error, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sosna_agent::config::Config;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::parse(text, std::path::Path::new("fuzz.toml"));
+    }
+});
