@@ -47,4 +47,5 @@ agent=${CARGO_TARGET_DIR:-$root/target}/$target/release/sosna
 step "assembling"
 cargo run --release --locked -q -p sosna-image -- \
   --kernel-root "$kroot" --release "$release" --agent "$agent" \
-  --modules "$root/image/modules.list" --out "$out"
+  --modules "$root/image/modules.list" --deferred-modules "$root/image/modules-deferred.list" \
+  --out "$out"

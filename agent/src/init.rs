@@ -44,7 +44,7 @@ pub fn run() -> ! {
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         tracing::warn!("disable Ctrl-Alt-Del reboot: {e}");
     }
-    load_modules();
+    load_modules(kmod::MODULE_LIST);
     delegate_cgroup_controllers();
 
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -62,11 +62,12 @@ pub fn run() -> ! {
     finish(req, Duration::from_secs(config.power.stop_timeout_secs))
 }
 
-fn load_modules() {
-    match kmod::load_listed() {
+/// Loads one of the image's module lists and logs the outcome.
+pub fn load_modules(list: &str) {
+    match kmod::load_listed(list) {
         Ok(r) => {
             if !r.loaded.is_empty() {
-                tracing::info!("modules loaded: {}", r.loaded.join(" "));
+                tracing::info!("modules loaded from {list}: {}", r.loaded.join(" "));
             }
             for e in r.failed {
                 tracing::error!("{e}");

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use nix::kmod::{finit_module, ModuleInitFlags};
 
-/// The image's list of modules to load at boot.
+/// Modules loaded before READY: what the network and the power button need.
 pub const MODULE_LIST: &str = "/etc/sosna/modules";
+/// Modules loaded right after READY, off the boot path (disks, entropy, overlayfs).
+pub const DEFERRED_LIST: &str = "/etc/sosna/modules.deferred";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KmodError {
@@ -127,15 +129,16 @@ pub struct LoadReport {
     pub failed: Vec<KmodError>,
 }
 
-/// Loads every module in [`MODULE_LIST`] for the running kernel. A missing list means the
-/// image needs no modules. One module failing does not stop the others.
-pub fn load_listed() -> Result<LoadReport, KmodError> {
-    let list = match std::fs::read_to_string(MODULE_LIST) {
+/// Loads every module in `list` (one of [`MODULE_LIST`], [`DEFERRED_LIST`]) for the
+/// running kernel. A missing list means no modules. One failing does not stop the others.
+pub fn load_listed(list: &str) -> Result<LoadReport, KmodError> {
+    let path = list;
+    let list = match std::fs::read_to_string(path) {
         Ok(text) => parse_list(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LoadReport::default()),
         Err(source) => {
             return Err(KmodError::Read {
-                path: MODULE_LIST.into(),
+                path: path.into(),
                 source,
             })
         }

@@ -33,6 +33,13 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
     let grace = Duration::from_secs(config.power.stop_timeout_secs);
     let supervisor = Supervisor::start(&reaper, &config.services, grace);
     println!("{}", status::ready_line());
+    if mode == Mode::Init {
+        // Each module costs a signature check; those not needed for READY load after it.
+        let loader = std::thread::Builder::new().name("modules".into());
+        if let Err(e) = loader.spawn(|| crate::init::load_modules(crate::kmod::DEFERRED_LIST)) {
+            tracing::error!("start module loader: {e}");
+        }
+    }
 
     let (req, why) = signals.next(config.power.ctrl_alt_del).await;
     tracing::info!("{why}: shutting down");

@@ -27,8 +27,10 @@ pub struct Inputs<'a> {
     pub release: &'a str,
     /// The static `sosna` binary.
     pub agent: &'a Path,
-    /// Modules PID 1 loads at boot (dependencies are added).
+    /// Modules PID 1 loads before READY (dependencies are added).
     pub modules: &'a [String],
+    /// Modules PID 1 loads right after READY.
+    pub deferred: &'a [String],
     /// Timestamp for every entry (SOURCE_DATE_EPOCH).
     pub mtime: u32,
 }
@@ -89,7 +91,13 @@ pub fn build(inputs: &Inputs) -> Result<Contents, InitramfsError> {
     let mod_dir = format!("lib/modules/{}", inputs.release);
     let dep_path = inputs.kernel_root.join(&mod_dir).join("modules.dep");
     let dep_text = String::from_utf8_lossy(&read(&dep_path)?).into_owned();
-    let order = DepGraph::parse(&dep_text)?.load_order(inputs.modules)?;
+    let all: Vec<String> = inputs
+        .modules
+        .iter()
+        .chain(inputs.deferred)
+        .cloned()
+        .collect();
+    let order = DepGraph::parse(&dep_text)?.load_order(&all)?;
     let mut module_bytes = 0;
     let mut kept_lines = String::new();
     for (_, file) in &order {
@@ -114,14 +122,14 @@ pub fn build(inputs: &Inputs) -> Result<Contents, InitramfsError> {
             data: kept_lines.into_bytes(),
         },
     );
-    let list: String = inputs.modules.iter().map(|m| format!("{m}\n")).collect();
-    tree.insert(
-        "etc/sosna/modules".into(),
-        Node::File {
-            perm: 0o644,
-            data: list.into_bytes(),
-        },
-    );
+    for (path, names) in [
+        ("etc/sosna/modules", inputs.modules),
+        ("etc/sosna/modules.deferred", inputs.deferred),
+    ] {
+        let list: String = names.iter().map(|m| format!("{m}\n")).collect();
+        let data = list.into_bytes();
+        tree.insert(path.into(), Node::File { perm: 0o644, data });
+    }
 
     add_parents(&mut tree);
     let mut w = CpioWriter::new(Vec::new(), inputs.mtime);
@@ -200,17 +208,21 @@ mod tests {
             release: "9.9-test",
             agent: &agent,
             modules: &["a".to_string()],
+            deferred: &["c".to_string()],
             mtime: 0,
         };
         let c = build(&inputs).unwrap();
-        assert_eq!(c.modules, ["b", "a"]);
+        assert_eq!(c.modules, ["b", "a", "c"]);
         assert_eq!(c.agent_bytes, 10);
         let text = String::from_utf8_lossy(&c.archive);
         assert!(
             text.contains("kernel/b.ko:\nkernel/a.ko: kernel/b.ko\n"),
             "trimmed modules.dep"
         );
-        assert!(!text.contains("kernel/c.ko"), "unrequested module left out");
+        assert!(
+            text.contains("etc/sosna/modules.deferred\0"),
+            "deferred list written"
+        );
         assert_eq!(build(&inputs).unwrap().archive, c.archive, "reproducible");
     }
 }

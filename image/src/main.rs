@@ -20,9 +20,12 @@ struct Args {
     /// The static sosna agent binary.
     #[arg(long)]
     agent: PathBuf,
-    /// File listing the modules to load at boot, one per line.
+    /// File listing the modules to load before READY, one per line.
     #[arg(long)]
     modules: PathBuf,
+    /// File listing the modules to load right after READY.
+    #[arg(long)]
+    deferred_modules: PathBuf,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
@@ -59,14 +62,19 @@ fn main() -> anyhow::Result<()> {
     write(&args.out.join("vmlinux"), &elf)?;
 
     eprintln!("image: assembling initramfs");
-    let list = std::fs::read_to_string(&args.modules)
-        .with_context(|| format!("read {}", args.modules.display()))?;
-    let modules = sosna_agent::kmod::parse_list(&list);
+    let read_list = |path: &Path| -> anyhow::Result<Vec<String>> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        Ok(sosna_agent::kmod::parse_list(&text))
+    };
+    let modules = read_list(&args.modules)?;
+    let deferred = read_list(&args.deferred_modules)?;
     let c = initramfs::build(&initramfs::Inputs {
         kernel_root: &args.kernel_root,
         release: &args.release,
         agent: &args.agent,
         modules: &modules,
+        deferred: &deferred,
         mtime,
     })?;
     write(&args.out.join("initramfs.cpio"), &c.archive)?;

@@ -62,12 +62,23 @@ fn test_boots_to_ready_with_dhcp_network() {
         console.contains("network: eth0 10.0.2.15/24 via 10.0.2.2 (dhcp)"),
         "DHCP lease not applied"
     );
-    assert!(console.contains("modules loaded:") && console.contains("virtio_net"));
+    assert!(
+        console.contains("modules loaded from /etc/sosna/modules: ")
+            && console.contains("virtio_net")
+    );
     assert!(
         console.contains("hostname: sosna-12"),
         "hostname from the MAC"
     );
     assert!(!console.contains("ERROR"), "no errors on a default boot");
+    // Modules off the boot path follow right after READY.
+    let deferred = vm
+        .wait_for("modules loaded from /etc/sosna/modules.deferred", STEP)
+        .unwrap();
+    assert!(
+        deferred.contains("overlay") && deferred.contains("virtio_blk"),
+        "{deferred}"
+    );
 }
 
 #[test]
