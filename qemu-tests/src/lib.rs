@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -199,6 +200,8 @@ pub struct Vm {
     child: Child,
     console: Console,
     qmp: Option<Qmp>,
+    /// Output pump threads (stdout, stderr) that have reached EOF.
+    pumps_done: Arc<AtomicUsize>,
     _dir: tempfile::TempDir,
     started: Instant,
 }
@@ -250,6 +253,7 @@ impl Vm {
             "spawn qemu-system-x86_64 (apt-get install qemu-system-x86)",
         ))?;
         let console: Console = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let pumps_done = Arc::new(AtomicUsize::new(0));
         for stream in [
             child
                 .stdout
@@ -263,13 +267,14 @@ impl Vm {
         .into_iter()
         .flatten()
         {
-            let console = console.clone();
-            std::thread::spawn(move || pump(stream, console));
+            let (console, done) = (console.clone(), pumps_done.clone());
+            std::thread::spawn(move || pump(stream, console, done));
         }
         let mut vm = Vm {
             child,
             console,
             qmp: None,
+            pumps_done,
             _dir: dir,
             started: Instant::now(),
         };
@@ -309,10 +314,14 @@ impl Vm {
                 });
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the pump threads deliver the last output before judging.
-                drop(text);
-                std::thread::sleep(Duration::from_millis(50));
-                text = lock.lock().unwrap();
+                // Judge only after both pump threads have read qemu's output to EOF.
+                let drained = Instant::now() + Duration::from_secs(2);
+                while self.pumps_done.load(Ordering::Acquire) < 2 && Instant::now() < drained {
+                    text = cvar
+                        .wait_timeout(text, Duration::from_millis(100))
+                        .unwrap()
+                        .0;
+                }
                 if done(&text) {
                     return Ok(text.clone());
                 }
@@ -381,7 +390,7 @@ fn complete_line<'t>(text: &'t str, needle: &str) -> Option<&'t str> {
         .map(str::trim_end)
 }
 
-fn pump(mut stream: Box<dyn Read + Send>, console: Console) {
+fn pump(mut stream: Box<dyn Read + Send>, console: Console, done: Arc<AtomicUsize>) {
     let mut buf = [0u8; 4096];
     while let Ok(n) = stream.read(&mut buf) {
         if n == 0 {
@@ -393,6 +402,11 @@ fn pump(mut stream: Box<dyn Read + Send>, console: Console) {
             .push_str(&String::from_utf8_lossy(&buf[..n]));
         cvar.notify_all();
     }
+    // Count EOF under the lock so a waiter can't miss the wake-up.
+    let (lock, cvar) = &*console;
+    let _guard = lock.lock().unwrap();
+    done.fetch_add(1, Ordering::Release);
+    cvar.notify_all();
 }
 
 impl Drop for Vm {
