@@ -54,6 +54,7 @@ pub struct Config {
     pub log: LogConfig,
     pub network: NetworkConfig,
     pub power: PowerConfig,
+    pub runtime: RuntimeConfig,
     /// Helper daemons the agent starts and supervises, in order.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -68,7 +69,33 @@ impl Default for Config {
             log: LogConfig::default(),
             network: NetworkConfig::default(),
             power: PowerConfig::default(),
+            runtime: RuntimeConfig::default(),
             services: Vec::new(),
+        }
+    }
+}
+
+/// The container runtime and its control socket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Run containers at all (a hub without local work may turn it off).
+    pub enabled: bool,
+    /// Control socket of the `sosna run/ps/logs/kill/rm/pull/images` commands.
+    pub socket: PathBuf,
+    /// Registries reached over plain HTTP (`host:port`); all others need HTTPS.
+    pub insecure_registries: Vec<String>,
+    /// Bytes of stdout and of stderr kept per container; the rest is counted and dropped.
+    pub log_cap_bytes: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            enabled: true,
+            socket: PathBuf::from("/run/sosna/agent.sock"),
+            insecure_registries: Vec::new(),
+            log_cap_bytes: 1 << 20,
         }
     }
 }
@@ -260,6 +287,17 @@ impl Config {
         }
         if !self.state_dir.is_absolute() {
             return Err(invalid("state_dir", "must be an absolute path".into()));
+        }
+        if !self.runtime.socket.is_absolute() {
+            return Err(invalid("runtime.socket", "must be an absolute path".into()));
+        }
+        for r in &self.runtime.insecure_registries {
+            if r.is_empty() || r.contains('/') {
+                return Err(invalid(
+                    "runtime.insecure_registries",
+                    format!("{r:?} is not host[:port]"),
+                ));
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", e.to_string()));

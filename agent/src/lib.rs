@@ -16,6 +16,7 @@ pub mod node;
 pub mod power;
 pub mod power_button;
 pub mod reaper;
+pub mod runtime;
 pub mod shutdown;
 pub mod status;
 pub mod supervisor;

@@ -6,6 +6,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sosna_agent::config::{Config, Role, DEFAULT_PATH, EXAMPLE};
 use sosna_agent::power::{signal_for, PowerRequest};
+use sosna_agent::runtime::api::{self, Request};
+use sosna_agent::runtime::task::Restart;
+use sosna_agent::runtime::{shim, ContainerInfo, Outcome, TaskSpec};
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent as a host daemon until SIGINT/SIGTERM.
-    Run {
+    Daemon {
         /// Provisioning file (TOML). Absent default file means all defaults.
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
@@ -38,10 +41,134 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Run a container: pulls IMAGE if needed, waits for it and prints its output
+    /// (exit status is the container's), or prints its id with --detach.
+    Run(RunArgs),
+    /// List containers.
+    Ps {
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Print a container's stdout and stderr so far.
+    Logs {
+        id: String,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Signal a running container (SIGKILL by default); it is not restarted.
+    Kill {
+        id: String,
+        #[arg(long, short, default_value_t = 9)]
+        signal: i32,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Delete a stopped container and its logs.
+    Rm {
+        id: String,
+        /// Kill it first if it is running.
+        #[arg(long, short)]
+        force: bool,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Pull an image (registry/repo:tag or registry/repo@sha256:...).
+    Pull {
+        reference: String,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// List pulled images.
+    Images {
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Forget an image; `sosna gc` then frees its space.
+    Rmi {
+        reference: String,
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Delete blobs and layers no image or container uses.
+    Gc {
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// (internal) Supervise one container; started by the agent.
+    #[command(hide = true)]
+    Shim { dir: PathBuf },
     /// Ask PID 1 (on the sosna image) to power off.
     Poweroff,
     /// Ask PID 1 (on the sosna image) to reboot.
     Reboot,
+}
+
+#[derive(clap::Args)]
+struct AgentSocket {
+    /// The agent's control socket.
+    #[arg(long, env = "SOSNA_SOCKET", default_value = "/run/sosna/agent.sock")]
+    socket: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    image: String,
+    /// Program and arguments (default: the image's entrypoint and cmd).
+    #[arg(last = true)]
+    command: Vec<String>,
+    /// Print the id and return instead of waiting.
+    #[arg(long, short)]
+    detach: bool,
+    /// Extra environment, KEY=value.
+    #[arg(long, short)]
+    env: Vec<String>,
+    #[arg(long, short)]
+    workdir: Option<String>,
+    /// uid[:gid]
+    #[arg(long, short)]
+    user: Option<String>,
+    /// Memory limit, e.g. 64m, 1g (bytes without a suffix).
+    #[arg(long, short, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Most processes at once.
+    #[arg(long)]
+    pids: Option<i64>,
+    /// CPU quota as a number of CPUs, e.g. 0.5.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Kill the container after this many seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Let the container write to its root filesystem.
+    #[arg(long)]
+    writable: bool,
+    /// Writable tmpfs mounted at this path.
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// never | on-failure | always
+    #[arg(long, default_value = "never", value_parser = parse_restart)]
+    restart: Restart,
+    #[command(flatten)]
+    agent: AgentSocket,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let lower = s.to_ascii_lowercase();
+    let (num, mult) = match lower.trim_end_matches('b').chars().last() {
+        Some('k') => (&lower[..lower.find('k').unwrap_or(0)], 1u64 << 10),
+        Some('m') => (&lower[..lower.find('m').unwrap_or(0)], 1 << 20),
+        Some('g') => (&lower[..lower.find('g').unwrap_or(0)], 1 << 30),
+        _ => (lower.as_str(), 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size like 512k, 64m or 1g"))
+}
+
+fn parse_restart(s: &str) -> Result<Restart, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("{s:?}: expected never, on-failure or always"))
 }
 
 #[derive(Subcommand)]
@@ -58,7 +185,7 @@ fn main() -> anyhow::Result<()> {
         sosna_agent::init::run();
     }
     match Cli::parse().command {
-        Command::Run { config, role } => {
+        Command::Daemon { config, role } => {
             let mut cfg = Config::load(&config)?;
             if let Some(role) = role {
                 cfg.role = role;
@@ -74,10 +201,167 @@ fn main() -> anyhow::Result<()> {
         Command::Config {
             action: ConfigAction::Example,
         } => print!("{EXAMPLE}"),
+        Command::Shim { dir } => {
+            sosna_agent::logging::init("warn");
+            std::process::exit(shim::main(&dir));
+        }
+        Command::Run(args) => std::process::exit(run_container(args)?),
+        Command::Ps { agent } => {
+            let v = call(&agent, Request::Ps {}).await_blocking()?;
+            let list: Vec<ContainerInfo> = serde_json::from_value(v)?;
+            println!(
+                "{:<16}  {:<8}  {:>8}  {:<28}  IMAGE",
+                "ID", "STATE", "RESTARTS", "OUTCOME"
+            );
+            for c in list {
+                let state = if c.running { "running" } else { "exited" };
+                let outcome = c.outcome.map(|o| o.to_string()).unwrap_or_default();
+                println!(
+                    "{:<16}  {state:<8}  {:>8}  {outcome:<28}  {}",
+                    c.id, c.restarts, c.image
+                );
+            }
+        }
+        Command::Logs { id, agent } => {
+            let v = call(&agent, Request::Logs { id }).await_blocking()?;
+            print!("{}", v["stdout"].as_str().unwrap_or_default());
+            eprint!("{}", v["stderr"].as_str().unwrap_or_default());
+        }
+        Command::Kill { id, signal, agent } => {
+            let hit = call(
+                &agent,
+                Request::Kill {
+                    id: id.clone(),
+                    signal,
+                },
+            )
+            .await_blocking()?;
+            if hit != serde_json::Value::Bool(true) {
+                anyhow::bail!("{id} is not running");
+            }
+        }
+        Command::Rm { id, force, agent } => {
+            call(&agent, Request::Rm { id, force }).await_blocking()?;
+        }
+        Command::Pull { reference, agent } => {
+            let v = call_with(&agent, Request::Pull { reference }, &mut |p| {
+                eprintln!("{p}");
+            })
+            .await_blocking()?;
+            println!("{}", v["manifest"].as_str().unwrap_or_default());
+        }
+        Command::Images { agent } => {
+            let v = call(&agent, Request::Images {}).await_blocking()?;
+            let list: Vec<sosna_agent::runtime::store::ImageRecord> = serde_json::from_value(v)?;
+            println!("{:<12}  {:>10}  REFERENCE", "MANIFEST", "SIZE");
+            for i in list {
+                println!(
+                    "{:<12}  {:>10}  {}",
+                    i.manifest.short(),
+                    i.size,
+                    i.reference
+                );
+            }
+        }
+        Command::Rmi { reference, agent } => {
+            let had = call(
+                &agent,
+                Request::Rmi {
+                    reference: reference.clone(),
+                },
+            )
+            .await_blocking()?;
+            if had != serde_json::Value::Bool(true) {
+                anyhow::bail!("no image {reference}");
+            }
+        }
+        Command::Gc { agent } => {
+            let v = call(&agent, Request::Gc {}).await_blocking()?;
+            println!("{v}");
+        }
         Command::Poweroff => ask_init(PowerRequest::Poweroff)?,
         Command::Reboot => ask_init(PowerRequest::Reboot)?,
     }
     Ok(())
+}
+
+/// Runs a future on a small runtime: the CLI's calls are one request each.
+trait Blocking: std::future::Future + Sized {
+    fn await_blocking(self) -> Self::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(self)
+    }
+}
+impl<F: std::future::Future> Blocking for F {}
+
+async fn call(agent: &AgentSocket, req: Request) -> anyhow::Result<serde_json::Value> {
+    call_with(agent, req, &mut |_| {}).await
+}
+
+async fn call_with(
+    agent: &AgentSocket,
+    req: Request,
+    progress: &mut dyn FnMut(&serde_json::Value),
+) -> anyhow::Result<serde_json::Value> {
+    let mut client = api::Client::connect(&agent.socket).await?;
+    Ok(client.call(&req, progress).await?)
+}
+
+/// `sosna run`: returns the exit status to leave with.
+fn run_container(a: RunArgs) -> anyhow::Result<i32> {
+    let mut task = TaskSpec {
+        image: a.image,
+        args: a.command,
+        env: a.env,
+        workdir: a.workdir.unwrap_or_default(),
+        user: a.user.unwrap_or_default(),
+        timeout_secs: a.timeout.unwrap_or(0),
+        writable_rootfs: a.writable,
+        tmpfs: a.tmpfs,
+        restart: a.restart,
+        ..Default::default()
+    };
+    if let Some(m) = a.memory {
+        task.resources.memory_bytes = m;
+    }
+    if let Some(p) = a.pids {
+        task.resources.pids = p;
+    }
+    if let Some(c) = a.cpus {
+        task.resources.cpus = c;
+    }
+    task.validate()?;
+    async {
+        let mut client = api::Client::connect(&a.agent.socket).await?;
+        let id = client.call(&Request::Run { task }, &mut |_| {}).await?;
+        let id = id.as_str().unwrap_or_default().to_string();
+        if a.detach {
+            println!("{id}");
+            return Ok(0);
+        }
+        let outcome = client
+            .call(&Request::Wait { id: id.clone() }, &mut |_| {})
+            .await?;
+        let outcome: Outcome = serde_json::from_value(outcome)?;
+        let logs = client
+            .call(&Request::Logs { id: id.clone() }, &mut |_| {})
+            .await?;
+        print!("{}", logs["stdout"].as_str().unwrap_or_default());
+        eprint!("{}", logs["stderr"].as_str().unwrap_or_default());
+        if let Some(e) = &outcome.error {
+            anyhow::bail!("container {id}: {e}");
+        }
+        if outcome.oom_killed || outcome.timed_out || outcome.signal.is_some() {
+            eprintln!("container {id}: {outcome}");
+        }
+        Ok(outcome
+            .exit_code
+            .unwrap_or_else(|| 128 + outcome.signal.unwrap_or(0)))
+    }
+    .await_blocking()
 }
 
 fn ask_init(req: PowerRequest) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! The agent's long-running core, shared by PID 1 and the host daemon: reaper, network
 //! (PID 1 only), supervised services, the READY line, and waiting for a power request.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -9,6 +10,7 @@ use crate::config::{Config, NetworkMode};
 use crate::net::{self, Iface, Netlink};
 use crate::power::{PowerRequest, PowerSignals};
 use crate::reaper::Reaper;
+use crate::runtime::{self, Runtime, RuntimeConfig};
 use crate::status;
 use crate::supervisor::Supervisor;
 
@@ -32,6 +34,11 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
     }
     let grace = Duration::from_secs(config.power.stop_timeout_secs);
     let supervisor = Supervisor::start(&reaper, &config.services, grace);
+    let runtime = config
+        .runtime
+        .enabled
+        .then(|| start_runtime(config, &reaper))
+        .flatten();
     println!("{}", status::ready_line());
     if mode == Mode::Init {
         // Each module costs a signature check; those not needed for READY load after it.
@@ -43,10 +50,40 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
 
     let (req, why) = signals.next(config.power.ctrl_alt_del).await;
     tracing::info!("{why}: shutting down");
+    if let Some(rt) = runtime {
+        rt.stop_all().await;
+    }
     supervisor.stop().await;
     let _ = stop_reaper.send(true);
     let _ = reaper_task.await;
     Ok(req)
+}
+
+/// The container runtime and its control socket; a failure leaves the node up without it.
+fn start_runtime(config: &Config, reaper: &Reaper) -> Option<Runtime> {
+    let cfg = RuntimeConfig {
+        root: config.state_dir.join("runtime"),
+        run_dir: PathBuf::from("/run/sosna/containers"),
+        shim_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+        insecure_registries: config.runtime.insecure_registries.clone(),
+        log_cap_bytes: config.runtime.log_cap_bytes,
+        arch: runtime::pull::host_arch().into(),
+    };
+    let rt = match Runtime::open(cfg, reaper.clone()) {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("container runtime: {e}");
+            return None;
+        }
+    };
+    let socket = config.runtime.socket.clone();
+    let served = rt.clone();
+    tokio::spawn(async move {
+        if let Err(e) = runtime::api::serve(&socket, served).await {
+            tracing::error!("control socket: {e}");
+        }
+    });
+    Some(rt)
 }
 
 /// Loopback, hostname, uplink. Failures are logged, not fatal: a node without network can

@@ -43,6 +43,10 @@ fn test_daemon_supervises_reaps_and_stops() {
         format!(
             r#"
 role = "hub"
+state_dir = "{state}"
+[runtime]
+socket = "{state}/agent.sock"
+
 [[service]]
 name = "crasher"
 command = ["/bin/sh", "-c", "echo crasher-ran >&2; exit 7"]
@@ -55,13 +59,14 @@ name = "parent"
 command = ["/bin/sh", "-c", "(sleep 0.2; touch {marker}) & echo parent-up >&2; exec sleep 600"]
 restart = "never"
 "#,
-            marker = marker.display()
+            marker = marker.display(),
+            state = dir.path().display(),
         ),
     )
     .unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_sosna"))
-        .args(["run", "--config"])
+        .args(["daemon", "--config"])
         .arg(&config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -129,7 +134,9 @@ fn test_cli_lists_roles_and_checks_configs() {
     let sosna = env!("CARGO_BIN_EXE_sosna");
     let help = Command::new(sosna).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for word in ["miner", "hub", "run", "config", "poweroff", "reboot"] {
+    for word in [
+        "miner", "hub", "daemon", "run", "ps", "pull", "config", "poweroff", "reboot",
+    ] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
     let dir = tempfile::tempdir().unwrap();

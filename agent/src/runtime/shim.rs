@@ -1,0 +1,396 @@
+//! The per-container shim: a fresh `sosna shim DIR` process that mounts the container's
+//! root, creates and starts it through libcontainer, copies its output into size-capped
+//! logs, enforces the wall-clock timeout, reads its resource use from the cgroup, tears
+//! everything down and writes the outcome.
+//!
+//! Why a separate process: libcontainer forks without fork handlers and blocks while doing
+//! so, which is only safe in a single-threaded process; and the container's init is cloned
+//! with no exit signal, so only its direct parent can wait for it (with `__WALL`), which
+//! must not be the agent's reaper.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use libcgroups::common::{CgroupConfig, CgroupManager};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+
+pub const PLAN: &str = "plan.json";
+pub const OUTCOME: &str = "outcome.json";
+pub const PID: &str = "pid";
+/// A signal the agent asked for before the pid was known.
+pub const KILL: &str = "kill";
+pub const STDOUT: &str = "stdout.log";
+pub const STDERR: &str = "stderr.log";
+
+/// What the agent tells the shim; written to `DIR/plan.json` beside the bundle's config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub id: String,
+    /// libcontainer's state root.
+    pub runtime_root: PathBuf,
+    /// Unpacked layers, top first (overlayfs order).
+    pub lowers: Vec<PathBuf>,
+    pub timeout_secs: u64,
+    pub log_cap_bytes: u64,
+    pub cgroup_path: String,
+}
+
+/// How a container ended, and what it used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub timed_out: bool,
+    pub cpu_usec: u64,
+    pub memory_peak_bytes: u64,
+    pub wall_ms: u64,
+    pub stdout_dropped: u64,
+    pub stderr_dropped: u64,
+    /// Set when the container could not be created or started.
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.error, self.exit_code, self.signal) {
+            (Some(e), _, _) => write!(f, "failed: {e}")?,
+            (None, Some(c), _) => write!(f, "exit code {c}")?,
+            (None, None, Some(s)) => write!(f, "killed by signal {s}")?,
+            _ => write!(f, "unknown")?,
+        }
+        if self.oom_killed {
+            write!(f, " (out of memory)")?;
+        }
+        if self.timed_out {
+            write!(f, " (timed out)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Entry point of `sosna shim DIR`; returns the process exit code.
+pub fn main(dir: &Path) -> i32 {
+    let plan: Plan = match fs::read(dir.join(PLAN))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("shim: {}: {e}", dir.join(PLAN).display());
+            return 2;
+        }
+    };
+    let started = Instant::now();
+    let mut outcome = run(dir, &plan).unwrap_or_else(|e| Outcome {
+        error: Some(e),
+        ..Default::default()
+    });
+    outcome.wall_ms = started.elapsed().as_millis() as u64;
+    teardown(dir, &plan);
+    let tmp = dir.join("outcome.tmp");
+    let json = serde_json::to_vec(&outcome).expect("outcome serializes");
+    if let Err(e) = fs::write(&tmp, json).and_then(|()| fs::rename(&tmp, dir.join(OUTCOME))) {
+        eprintln!("shim: write outcome: {e}");
+        return 2;
+    }
+    0
+}
+
+fn run(dir: &Path, plan: &Plan) -> Result<Outcome, String> {
+    let rootfs = dir.join("rootfs");
+    mount_rootfs(dir, &rootfs, &plan.lowers).map_err(|e| format!("mount rootfs: {e}"))?;
+    let (out_r, out_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+
+    let mut container = ContainerBuilder::new(plan.id.clone(), SyscallType::default())
+        .with_root_path(&plan.runtime_root)
+        .and_then(|b| b.validate_id())
+        .map_err(|e| format!("container {}: {e}", plan.id))?
+        .with_stdin(OwnedFd::from(devnull))
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .as_init(dir)
+        .with_systemd(false)
+        .with_detach(true)
+        .with_no_pivot(root_is_ramfs())
+        .build()
+        .map_err(|e| format!("create: {e}"))?;
+    // From here on the builder's copies of the pipe's write ends are gone; ours close when
+    // the container's processes exit, which ends the log copiers.
+    let copiers = [
+        spawn_copier(out_r, dir.join(STDOUT), plan.log_cap_bytes),
+        spawn_copier(err_r, dir.join(STDERR), plan.log_cap_bytes),
+    ];
+    container.start().map_err(|e| format!("start: {e}"))?;
+    let pid = container.pid().ok_or("started container has no pid")?;
+    let _ = fs::write(dir.join(PID), pid.to_string());
+    if let Some(sig) = fs::read_to_string(dir.join(KILL))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        super::send_signal(pid.as_raw(), sig);
+    }
+
+    let mut outcome = wait(pid.as_raw(), plan.timeout_secs)?;
+    read_usage(&plan.cgroup_path, &mut outcome);
+    if let Err(e) = container.delete(true) {
+        tracing::warn!("delete {}: {e}", plan.id);
+    }
+    // Every writer is gone once the container is deleted; the deadline only guards
+    // against a leaked descriptor keeping a pipe open.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let [out, err] = copiers;
+    outcome.stdout_dropped = out
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or(0);
+    outcome.stderr_dropped = err
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or(0);
+    Ok(outcome)
+}
+
+/// Overlay of the image's layers with a private upper dir: layers stay shared and pristine,
+/// and the spec's `readonly` decides whether the container may write at all.
+fn mount_rootfs(dir: &Path, rootfs: &Path, lowers: &[PathBuf]) -> io::Result<()> {
+    if lowers.is_empty() {
+        return Err(io::Error::other("image has no layers"));
+    }
+    for d in ["upper", "work", "rootfs"] {
+        fs::create_dir_all(dir.join(d))?;
+    }
+    let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    mount(
+        Some("overlay"),
+        rootfs,
+        Some("overlay"),
+        MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(io::Error::from)
+}
+
+/// pivot_root cannot leave the initramfs; there libcontainer must move the root instead.
+fn root_is_ramfs() -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.split(' ').nth(4) == Some("/"))
+                .map(|l| l.contains(" - rootfs ") || l.contains(" - ramfs "))
+        })
+        .unwrap_or(false)
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Copies a pipe into `path` (appending: a restarted service keeps its earlier output),
+/// keeping the first `cap` bytes; reports how many were dropped when the pipe closes.
+fn spawn_copier(r: OwnedFd, path: PathBuf, cap: u64) -> mpsc::Receiver<u64> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut src = File::from(r);
+        let Ok(mut dst) = fs::OpenOptions::new().create(true).append(true).open(&path) else {
+            return;
+        };
+        let mut kept = dst.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut dropped = 0u64;
+        let mut buf = vec![0u8; 1 << 15];
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let take = (cap.saturating_sub(kept)).min(n as u64) as usize;
+            if take > 0 && dst.write_all(&buf[..take]).is_err() {
+                break;
+            }
+            kept += take as u64;
+            dropped += (n - take) as u64;
+        }
+        let _ = tx.send(dropped);
+    });
+    rx
+}
+
+/// Waits for the container's init (our child via CLONE_PARENT, with no exit signal) with
+/// a deadline; past it the container is killed.
+fn wait(pid: i32, timeout_secs: u64) -> Result<Outcome, String> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+    if raw < 0 {
+        return Err(format!("pidfd_open {pid}: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: raw is a fresh fd we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let deadline = (timeout_secs > 0).then(|| Instant::now() + Duration::from_secs(timeout_secs));
+    let mut outcome = Outcome::default();
+    loop {
+        let wait_ms = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            None => -1,
+        };
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+        if n > 0 {
+            break;
+        }
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n == 0 && !outcome.timed_out {
+            outcome.timed_out = true;
+            // SAFETY: pidfd is valid; null siginfo, no flags.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    0usize,
+                    0,
+                )
+            };
+            // Wait for the kill to land without a deadline.
+            return finish_wait(pid, outcome, true);
+        }
+        if n < 0 {
+            return Err(format!("poll: {}", io::Error::last_os_error()));
+        }
+    }
+    finish_wait(pid, outcome, false)
+}
+
+fn finish_wait(pid: i32, mut outcome: Outcome, _killed: bool) -> Result<Outcome, String> {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(format!("waitpid {pid}: {e}"));
+        }
+    }
+    if libc::WIFEXITED(status) {
+        outcome.exit_code = Some(libc::WEXITSTATUS(status));
+    } else if libc::WIFSIGNALED(status) {
+        outcome.signal = Some(libc::WTERMSIG(status));
+    }
+    Ok(outcome)
+}
+
+/// CPU time, peak memory and OOM kills, read before the cgroup is removed.
+fn read_usage(cgroup_path: &str, outcome: &mut Outcome) {
+    let cfg = CgroupConfig {
+        cgroup_path: PathBuf::from(cgroup_path),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    };
+    match libcgroups::common::create_cgroup_manager(cfg).map(|m| m.stats()) {
+        Ok(Ok(stats)) => {
+            // libcgroups reports CPU usage in nanoseconds on both hierarchies.
+            outcome.cpu_usec = stats.cpu.usage.usage_total / 1000;
+            outcome.memory_peak_bytes = stats.memory.memory.max_usage;
+        }
+        Ok(Err(e)) => tracing::warn!("cgroup stats: {e}"),
+        Err(e) => tracing::warn!("cgroup manager: {e}"),
+    }
+    outcome.oom_killed = oom_kills(cgroup_path) > 0;
+}
+
+fn oom_kills(cgroup_path: &str) -> u64 {
+    let rel = cgroup_path.trim_start_matches('/');
+    let candidates = [
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
+    ];
+    for file in candidates {
+        if let Ok(text) = fs::read_to_string(&file) {
+            return text
+                .lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// Undoes everything `run` may have done, whatever point it reached.
+fn teardown(dir: &Path, plan: &Plan) {
+    if let Ok(mut c) = Container::load(plan.runtime_root.join(&plan.id)) {
+        if let Err(e) = c.delete(true) {
+            tracing::warn!("delete {}: {e}", plan.id);
+        }
+    }
+    let rootfs = dir.join("rootfs");
+    if let Err(e) = umount2(&rootfs, MntFlags::MNT_DETACH) {
+        if e != nix::Error::EINVAL && e != nix::Error::ENOENT {
+            tracing::warn!("umount {}: {e}", rootfs.display());
+        }
+    }
+    for d in ["rootfs", "upper", "work"] {
+        let _ = fs::remove_dir_all(dir.join(d));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_reads_well() {
+        let o = Outcome {
+            signal: Some(9),
+            oom_killed: true,
+            ..Default::default()
+        };
+        assert_eq!(o.to_string(), "killed by signal 9 (out of memory)");
+        let o = Outcome {
+            exit_code: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(o.to_string(), "exit code 3");
+    }
+
+    #[test]
+    fn copier_caps_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, w) = pipe().unwrap();
+        let h = spawn_copier(r, dir.path().join("log"), 10);
+        let mut w = File::from(w);
+        w.write_all(b"0123456789abcdef").unwrap();
+        drop(w);
+        assert_eq!(h.recv().unwrap(), 6);
+        assert_eq!(fs::read(dir.path().join("log")).unwrap(), b"0123456789");
+    }
+}
