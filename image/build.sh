@@ -40,6 +40,8 @@ echo "kernel $release" >&2
 step "building the static agent"
 # crt-static gives one self-contained binary. Cargo names workspace sources by relative
 # path; remapping the registry path keeps dependency paths out of the binary too.
+# libseccomp (for containers' seccomp filters) is linked statically from Debian's .a.
+LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
 RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
   cargo build --release --locked --target "$target" -p sosna-agent --bin sosna
 agent=${CARGO_TARGET_DIR:-$root/target}/$target/release/sosna
@@ -48,4 +50,5 @@ step "assembling"
 cargo run --release --locked -q -p sosna-image -- \
   --kernel-root "$kroot" --release "$release" --agent "$agent" \
   --modules "$root/image/modules.list" --deferred-modules "$root/image/modules-deferred.list" \
+  --ca-bundle /etc/ssl/certs/ca-certificates.crt \
   --out "$out"

@@ -33,12 +33,12 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
         bring_up_network(config).await;
     }
     let grace = Duration::from_secs(config.power.stop_timeout_secs);
-    let supervisor = Supervisor::start(&reaper, &config.services, grace);
     let runtime = config
         .runtime
         .enabled
         .then(|| start_runtime(config, &reaper))
         .flatten();
+    let supervisor = Supervisor::start(&reaper, &config.services, grace);
     println!("{}", status::ready_line());
     if mode == Mode::Init {
         // Each module costs a signature check; those not needed for READY load after it.
@@ -76,10 +76,17 @@ fn start_runtime(config: &Config, reaper: &Reaper) -> Option<Runtime> {
             return None;
         }
     };
-    let socket = config.runtime.socket.clone();
+    // Bound before services start, so a service may use the CLI at once.
+    let listener = match runtime::api::bind(&config.runtime.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("control socket: {e}");
+            return Some(rt);
+        }
+    };
     let served = rt.clone();
     tokio::spawn(async move {
-        if let Err(e) = runtime::api::serve(&socket, served).await {
+        if let Err(e) = runtime::api::serve(listener, served).await {
             tracing::error!("control socket: {e}");
         }
     });

@@ -53,7 +53,7 @@ impl Fixture {
         let registry = LocalRegistry::start(&dir.path().join("registry")).unwrap();
         let image = format!("{}/busybox:1", registry.host());
         let rt = rt();
-        let client = pull::client(&[registry.host()]);
+        let client = pull::client(&[registry.host()]).unwrap();
         let (layer, diff) = busybox_layer(busybox(), APPLETS).finish();
         rt.block_on(build::push(
             &client,
@@ -399,7 +399,7 @@ fn bad_references_and_registry_faults_are_clear_and_leave_nothing() {
     let d = Digest::of(&layer);
     let corrupt = format!("{reg}/corrupt:1");
     f.rt.block_on(build::push(
-        &pull::client(std::slice::from_ref(&reg)),
+        &pull::client(std::slice::from_ref(&reg)).unwrap(),
         &corrupt,
         &[Image {
             arch: pull::host_arch().into(),
@@ -503,7 +503,7 @@ fn pull_resumes_images_list_gc_and_cli() {
 fn multi_arch_index_resolves_to_the_requested_platform() {
     let dir = tempfile::tempdir().unwrap();
     let registry = LocalRegistry::start(&dir.path().join("registry")).unwrap();
-    let client = pull::client(&[registry.host()]);
+    let client = pull::client(&[registry.host()]).unwrap();
     let reference = format!("{}/multi:1", registry.host());
     let image = |arch: &str| {
         let (l, d) = LayerBuilder::default().file("arch", arch, 0o644).finish();

@@ -31,6 +31,8 @@ pub struct Inputs<'a> {
     pub modules: &'a [String],
     /// Modules PID 1 loads right after READY.
     pub deferred: &'a [String],
+    /// CA certificates for HTTPS registries (Debian's bundle).
+    pub ca_bundle: Option<&'a Path>,
     /// Timestamp for every entry (SOURCE_DATE_EPOCH).
     pub mtime: u32,
 }
@@ -82,6 +84,15 @@ pub fn build(inputs: &Inputs) -> Result<Contents, InitramfsError> {
         },
     );
     tree.insert("init".into(), Node::Symlink("sbin/sosna".into()));
+    if let Some(bundle) = inputs.ca_bundle {
+        tree.insert(
+            "etc/ssl/certs/ca-certificates.crt".into(),
+            Node::File {
+                perm: 0o644,
+                data: read(bundle)?,
+            },
+        );
+    }
     // DNS settings live on /run so the root can be read-only.
     tree.insert(
         "etc/resolv.conf".into(),
@@ -203,12 +214,15 @@ mod tests {
         }
         let agent = dir.path().join("sosna");
         std::fs::write(&agent, b"\x7fELF agent").unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, b"-----BEGIN CERTIFICATE-----").unwrap();
         let inputs = Inputs {
             kernel_root: dir.path(),
             release: "9.9-test",
             agent: &agent,
             modules: &["a".to_string()],
             deferred: &["c".to_string()],
+            ca_bundle: Some(&ca),
             mtime: 0,
         };
         let c = build(&inputs).unwrap();
@@ -222,6 +236,10 @@ mod tests {
         assert!(
             text.contains("etc/sosna/modules.deferred\0"),
             "deferred list written"
+        );
+        assert!(
+            text.contains("etc/ssl/certs/ca-certificates.crt\0"),
+            "CA bundle"
         );
         assert_eq!(build(&inputs).unwrap().archive, c.archive, "reproducible");
     }

@@ -26,6 +26,9 @@ struct Args {
     /// File listing the modules to load right after READY.
     #[arg(long)]
     deferred_modules: PathBuf,
+    /// CA bundle to carry for HTTPS registries.
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
@@ -75,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         agent: &args.agent,
         modules: &modules,
         deferred: &deferred,
+        ca_bundle: args.ca_bundle.as_deref(),
         mtime,
     })?;
     write(&args.out.join("initramfs.cpio"), &c.archive)?;

@@ -45,8 +45,8 @@ pub enum ApiError {
     Reply(String),
 }
 
-/// Serves requests on `path` until the task is dropped.
-pub async fn serve(path: &Path, rt: Runtime) -> Result<(), ApiError> {
+/// Binds the socket (root-only), replacing a stale one. Call inside a tokio runtime.
+pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
     let io = |source| ApiError::Io {
         path: path.display().to_string(),
         source,
@@ -57,8 +57,16 @@ pub async fn serve(path: &Path, rt: Runtime) -> Result<(), ApiError> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Serves requests until the task is dropped.
+pub async fn serve(listener: UnixListener, rt: Runtime) -> Result<(), ApiError> {
     loop {
-        let (conn, _) = listener.accept().await.map_err(io)?;
+        let (conn, _) = listener.accept().await.map_err(|source| ApiError::Io {
+            path: "control socket".into(),
+            source,
+        })?;
         let rt = rt.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(conn, rt).await {

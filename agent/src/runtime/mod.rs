@@ -108,7 +108,8 @@ pub struct Runtime {
 struct Inner {
     cfg: RuntimeConfig,
     store: Store,
-    client: oci_client::Client,
+    /// Built at the first pull: loading trust roots is off the boot path.
+    client: std::sync::OnceLock<oci_client::Client>,
     reaper: Reaper,
     containers: Mutex<BTreeMap<String, Entry>>,
     pull_lock: tokio::sync::Mutex<()>,
@@ -129,12 +130,11 @@ impl Runtime {
             );
             let _ = fs::remove_dir_all(entry.path());
         }
-        let client = pull::client(&cfg.insecure_registries);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 cfg,
                 store,
-                client,
+                client: std::sync::OnceLock::new(),
                 reaper,
                 containers: Mutex::new(BTreeMap::new()),
                 pull_lock: tokio::sync::Mutex::new(()),
@@ -153,8 +153,15 @@ impl Runtime {
         progress: &(dyn Fn(pull::PullEvent) + Send + Sync),
     ) -> Result<ImageRecord, RuntimeError> {
         let _one_at_a_time = self.inner.pull_lock.lock().await;
+        let client = match self.inner.client.get() {
+            Some(c) => c,
+            None => {
+                let c = pull::client(&self.inner.cfg.insecure_registries)?;
+                self.inner.client.get_or_init(|| c)
+            }
+        };
         let rec = pull::pull(
-            &self.inner.client,
+            client,
             &self.inner.store,
             reference,
             &self.inner.cfg.arch,

@@ -61,18 +61,39 @@ pub enum PullEvent {
     },
 }
 
-/// The registry client: plain HTTP only for registries listed as insecure.
-pub fn client(insecure_registries: &[String]) -> Client {
+/// The registry client: plain HTTP only for registries listed as insecure; HTTPS trusts
+/// the system CA bundle (the image carries Debian's).
+pub fn client(insecure_registries: &[String]) -> Result<Client, PullError> {
     // reqwest is built without a bundled TLS provider; install ring once per process.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::new(ClientConfig {
+    // oci-client builds a default reqwest client internally, which panics when no CA
+    // certificate loads: refuse here instead.
+    let bundle = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| SYSTEM_BUNDLE.into());
+    if !bundle.is_file() {
+        return Err(PullError::Registry {
+            reference: "(client)".into(),
+            reason: format!(
+                "no CA certificates at {} (install ca-certificates)",
+                bundle.display()
+            ),
+        });
+    }
+    let config = ClientConfig {
         protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()),
         platform_resolver: None,
         connect_timeout: Some(std::time::Duration::from_secs(10)),
         read_timeout: Some(std::time::Duration::from_secs(60)),
         ..Default::default()
+    };
+    Client::try_from(config).map_err(|e| PullError::Registry {
+        reference: "(client)".into(),
+        reason: error_chain(&e),
     })
 }
+
+pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The OCI architecture name of this machine.
 pub fn host_arch() -> &'static str {

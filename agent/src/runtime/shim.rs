@@ -168,6 +168,7 @@ fn mount_rootfs(dir: &Path, rootfs: &Path, lowers: &[PathBuf]) -> io::Result<()>
     for d in ["upper", "work", "rootfs"] {
         fs::create_dir_all(dir.join(d))?;
     }
+    wait_for_overlayfs(Duration::from_secs(20))?;
     let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -183,6 +184,24 @@ fn mount_rootfs(dir: &Path, rootfs: &Path, lowers: &[PathBuf]) -> io::Result<()>
         Some(opts.as_str()),
     )
     .map_err(io::Error::from)
+}
+
+/// On the image the overlay module loads on a thread after READY; a task that arrives
+/// first waits for it (bounded) instead of failing.
+fn wait_for_overlayfs(limit: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let known = fs::read_to_string("/proc/filesystems")?
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some("overlay"));
+        if known {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other("the kernel has no overlay filesystem"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// pivot_root cannot leave the initramfs; there libcontainer must move the root instead.

@@ -1,0 +1,70 @@
+//! The booted image as a miner's runtime: it pulls from a registry on the host (reached at
+//! 10.0.2.2 through QEMU's user network) and runs a container under PID 1.
+
+use std::time::Duration;
+
+use sosna_agent::runtime::build::{self, busybox_layer, Image as OciImage};
+use sosna_agent::runtime::pull;
+use sosna_agent::runtime::registry::LocalRegistry;
+use sosna_qemu_tests::{Image, Overlay, Vm, VmConfig};
+
+const BOOT: Duration = Duration::from_secs(120);
+
+#[test]
+fn test_image_pulls_from_host_registry_and_runs_a_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = LocalRegistry::start(&dir.path().join("registry")).unwrap();
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let (layer, diff) = busybox_layer(busybox, &["sh", "echo", "hostname", "cat"]).finish();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(build::push(
+        &pull::client(&[registry.host()]).unwrap(),
+        &format!("{}/busybox:1", registry.host()),
+        &[OciImage {
+            arch: pull::host_arch().into(),
+            layers: vec![(layer, diff)],
+            cmd: vec!["/bin/sh".into()],
+            env: vec![],
+        }],
+    ))
+    .unwrap();
+
+    // The guest sees the host's loopback registry as 10.0.2.2:PORT.
+    let guest_ref = format!("10.0.2.2:{}/busybox:1", registry.port());
+    let config = format!(
+        r#"
+[runtime]
+insecure_registries = ["10.0.2.2:{port}"]
+
+[[service]]
+name = "task"
+command = ["/bin/busybox", "sh", "-c", "/sbin/sosna run {guest_ref} -- sh -c 'echo CONTAINER-MARKER $(hostname) $(cat /proc/1/cmdline)'; echo RUN-EXIT=$?"]
+restart = "never"
+"#,
+        port = registry.port()
+    );
+    let overlay = Overlay::default()
+        .file("/etc/sosna/config.toml", 0o644, config)
+        .busybox()
+        .unwrap();
+    let mut vm = Vm::boot(
+        VmConfig::new(Image::built().unwrap())
+            .overlay(overlay)
+            .append("sosna.fatal_delay=1"),
+    )
+    .unwrap();
+    let text = vm
+        .wait_until("the container's exit", BOOT, |t| t.contains("RUN-EXIT="))
+        .unwrap();
+    assert!(text.contains("RUN-EXIT=0"), "sosna run failed");
+    let marker = text
+        .lines()
+        .find(|l| l.contains("CONTAINER-MARKER"))
+        .expect("container output on the console");
+    // Its own UTS namespace and PID namespace: hostname task-…, and PID 1 is its shell.
+    assert!(marker.contains("CONTAINER-MARKER task-"), "{marker}");
+    assert!(marker.contains("sh-c"), "{marker}");
+}
