@@ -57,7 +57,10 @@ restart = "never"
     )
     .unwrap();
     let text = vm
-        .wait_until("the container's exit", BOOT, |t| t.contains("RUN-EXIT="))
+        .wait_until("the container's exit", BOOT, |t| {
+            t.split_inclusive('\n')
+                .any(|l| l.starts_with("RUN-EXIT=") && l.ends_with('\n'))
+        })
         .unwrap();
     assert!(text.contains("RUN-EXIT=0"), "sosna run failed");
     let marker = text
