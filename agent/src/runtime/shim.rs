@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use libcgroups::common::{CgroupConfig, CgroupManager};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
@@ -325,43 +324,35 @@ fn finish_wait(pid: i32, mut outcome: Outcome, _killed: bool) -> Result<Outcome,
     Ok(outcome)
 }
 
-/// CPU time, peak memory and OOM kills, read before the cgroup is removed.
+/// CPU time, peak memory and OOM kills, read before the cgroup is removed. Only the three
+/// numbers billing needs are read, from whichever hierarchy has them (v2, else v1).
 fn read_usage(cgroup_path: &str, outcome: &mut Outcome) {
-    let cfg = CgroupConfig {
-        cgroup_path: PathBuf::from(cgroup_path),
-        systemd_cgroup: false,
-        container_name: String::new(),
-    };
-    match libcgroups::common::create_cgroup_manager(cfg).map(|m| m.stats()) {
-        Ok(Ok(stats)) => {
-            // libcgroups reports CPU usage in nanoseconds on both hierarchies.
-            outcome.cpu_usec = stats.cpu.usage.usage_total / 1000;
-            outcome.memory_peak_bytes = stats.memory.memory.max_usage;
-        }
-        Ok(Err(e)) => tracing::warn!("cgroup stats: {e}"),
-        Err(e) => tracing::warn!("cgroup manager: {e}"),
-    }
-    outcome.oom_killed = oom_kills(cgroup_path) > 0;
-}
-
-fn oom_kills(cgroup_path: &str) -> u64 {
     let rel = cgroup_path.trim_start_matches('/');
-    let candidates = [
-        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
-        Path::new("/sys/fs/cgroup/memory")
-            .join(rel)
-            .join("memory.oom_control"),
-    ];
-    for file in candidates {
-        if let Ok(text) = fs::read_to_string(&file) {
-            return text
-                .lines()
-                .find_map(|l| l.strip_prefix("oom_kill "))
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or(0);
-        }
-    }
-    0
+    let base = Path::new("/sys/fs/cgroup");
+    let read = |parts: &[&str]| -> Option<String> {
+        parts
+            .iter()
+            .find_map(|p| fs::read_to_string(base.join(p.replace("{}", rel))).ok())
+    };
+    let field = |text: &str, key: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|n| n.trim().parse().ok())
+    };
+    outcome.cpu_usec = read(&["{}/cpu.stat"])
+        .and_then(|t| field(&t, "usage_usec "))
+        .or_else(|| {
+            read(&["cpuacct/{}/cpuacct.usage", "cpu,cpuacct/{}/cpuacct.usage"])
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .map(|ns| ns / 1000)
+        })
+        .unwrap_or(0);
+    outcome.memory_peak_bytes = read(&["{}/memory.peak", "memory/{}/memory.max_usage_in_bytes"])
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    outcome.oom_killed = read(&["{}/memory.events", "memory/{}/memory.oom_control"])
+        .and_then(|t| field(&t, "oom_kill "))
+        .is_some_and(|n| n > 0);
 }
 
 /// Undoes everything `run` may have done, whatever point it reached.

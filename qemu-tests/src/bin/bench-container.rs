@@ -1,6 +1,6 @@
 //! Container benchmark: start→exit latency of `/bin/true` through the agent's runtime
 //! (control path, shim, libcontainer) against `crun run` and `runc run` on the same rootfs
-//! and spec, interleaved, median of RUNS each; plus pull+unpack throughput of a 50 MB image
+//! and spec, interleaved, median of 21 each; plus pull+unpack throughput of a 50 MB image
 //! from a loopback registry. Needs root, crun, runc, docker-registry and a release `sosna`
 //! beside this binary. Last line:
 //! `BENCH container agent_ms=<a> crun_ms=<c> runc_ms=<r> ratio_crun=<a/c> ratio_runc=<a/r>`
@@ -14,7 +14,13 @@ use sosna_agent::runtime::build::{self, busybox_layer, Image, LayerBuilder};
 use sosna_agent::runtime::registry::LocalRegistry;
 use sosna_agent::runtime::{pull, spec, Runtime, RuntimeConfig, TaskSpec};
 
-const RUNS: usize = 21;
+/// Median of this many (`SOSNA_BENCH_RUNS` overrides, for profiling).
+fn runs() -> usize {
+    std::env::var("SOSNA_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21)
+}
 const BIG_MB: usize = 50;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -179,7 +185,7 @@ async fn bench(dir: &Path, shim: PathBuf) {
     let peer_root = dir.join("peer-state");
 
     let (mut agent, mut crun, mut runc) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..RUNS + 1 {
+    for i in 0..runs() + 1 {
         let t = Instant::now();
         let id = runtime.run(task.clone()).await.unwrap();
         let outcome = runtime.wait(&id).await.unwrap();
