@@ -201,7 +201,10 @@ fn runs_with_exit_code_env_args_workdir_and_user() {
     assert_eq!(o.exit_code, Some(7), "{o:?}");
     assert_eq!(out, "bar yes\n/tmp\n1000\n");
     assert!(o.error.is_none() && !o.oom_killed && !o.timed_out);
-    assert!(o.cpu_usec > 0 && o.memory_peak_bytes > 0, "usage for billing: {o:?}");
+    assert!(
+        o.cpu_usec > 0 && o.memory_peak_bytes > 0,
+        "usage for billing: {o:?}"
+    );
     assert!(o.wall_ms > 0);
 
     // The image's command runs when the task names none.

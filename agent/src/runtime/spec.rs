@@ -95,6 +95,21 @@ const READONLY: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+const TMPFS: &[&str] = &["nosuid", "nodev", "mode=1777", "size=65536k"];
+
+/// The container's kernel filesystems: destination, type, source, options.
+#[rustfmt::skip]
+const MOUNTS: &[(&str, &str, &str, &[&str])] = &[
+    ("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+    ("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+    ("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+    ("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+    ("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+    ("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+    ("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"]),
+    ("/tmp", "tmpfs", "tmpfs", TMPFS),
+];
+
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The spec for container `id` with its root at `rootfs` (relative to the bundle).
@@ -138,27 +153,13 @@ pub fn build(
         .find(|w| !w.is_empty())
         .map_or("/".to_string(), |w| w.to_string());
 
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
-        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]}),
-    ];
+    let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| json!({"destination": dest, "type": typ, "source": source, "options": options});
+    let mut mounts: Vec<Value> = MOUNTS
+        .iter()
+        .map(|(dest, typ, source, options)| mount(dest, typ, source, options))
+        .collect();
     for t in &task.tmpfs {
-        mounts.push(json!({"destination": t, "type": "tmpfs", "source": "tmpfs",
-                           "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]}));
+        mounts.push(mount(t, "tmpfs", "tmpfs", TMPFS));
     }
 
     let r = &task.resources;
