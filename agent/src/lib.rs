@@ -17,5 +17,6 @@ pub mod power;
 pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
+pub mod slave;
 pub mod status;
 pub mod supervisor;
