@@ -60,6 +60,11 @@ impl Locator {
         })
     }
 
+    /// The gateway, in gateway mode.
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.gateway.as_ref()
+    }
+
     pub fn uuid(&self) -> &str {
         &self.uuid
     }
