@@ -98,10 +98,8 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let timeout = std::time::Duration::from_secs(timeout);
-            let lines = rt.block_on(tokio::time::timeout(
-                timeout,
-                sosna_agent::slave::client::call_cli(&locator, &service, &method, &args),
-            ));
+            let call = sosna_agent::slave::client::call_cli(&locator, &service, &method, &args);
+            let lines = rt.block_on(async { tokio::time::timeout(timeout, call).await });
             let lines = lines.with_context(|| format!("no reply within {timeout:?}"))??;
             for line in lines {
                 println!("{line}");
