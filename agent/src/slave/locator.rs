@@ -239,10 +239,14 @@ fn resolved_args(r: Resolved) -> Vec<Value> {
     ]
 }
 
-/// A stable node id kept in `dir/uuid`, created on first use; a fresh one when the
-/// directory is not writable.
+/// A stable node id kept in `dir/uuid`, created on first use; a fresh one each start when
+/// `dir`'s parent (the state directory) does not exist or is not writable.
 pub fn node_uuid(dir: &std::path::Path) -> String {
     let path = dir.join("uuid");
+    if dir.parent().is_some_and(|p| !p.exists()) {
+        tracing::debug!("slave: no state directory for {}", path.display());
+        return uuid::Uuid::new_v4().to_string();
+    }
     if let Ok(s) = std::fs::read_to_string(&path) {
         if let Ok(u) = uuid::Uuid::parse_str(s.trim()) {
             return u.to_string();
