@@ -58,7 +58,9 @@ where
 fn start_slave_server() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     on_thread(move || async move {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         tx.send(l.local_addr().expect("addr")).expect("send");
         let (_keep, stop) = tokio::sync::watch::channel(false);
         session::serve_tcp(l, Arc::new(Echo), 1 << 20, stop).await;
@@ -69,10 +71,14 @@ fn start_slave_server() -> SocketAddr {
 fn start_echo_server() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     on_thread(move || async move {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         tx.send(l.local_addr().expect("addr")).expect("send");
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             let _ = s.set_nodelay(true);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -100,7 +106,9 @@ fn run_slave(addr: SocketAddr, conns: usize, window: usize, secs: f64) -> f64 {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for _ in 0..conns {
-            let conn = Connection::connect(&addr.to_string()).await.expect("connect");
+            let conn = Connection::connect(&addr.to_string())
+                .await
+                .expect("connect");
             for _ in 0..window {
                 let (conn, done, stop) = (conn.clone(), done.clone(), stop.clone());
                 tasks.push(tokio::spawn(async move {
@@ -196,5 +204,8 @@ fn main() {
         last = (c, f);
     }
     let (c, f) = last;
-    println!("BENCH slave calls_per_s={c:.0} floor_per_s={f:.0} ratio={:.3}", c / f);
+    println!(
+        "BENCH slave calls_per_s={c:.0} floor_per_s={f:.0} ratio={:.3}",
+        c / f
+    );
 }

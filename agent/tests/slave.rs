@@ -54,7 +54,9 @@ async fn read_frames(s: &mut TcpStream, want: usize) -> (Vec<Frame>, bool) {
             }
         }
     };
-    let closed = tokio::time::timeout(DEADLINE, read).await.expect("no reply within the deadline");
+    let closed = tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("no reply within the deadline");
     (frames, closed)
 }
 
@@ -62,7 +64,9 @@ async fn read_frames(s: &mut TcpStream, want: usize) -> (Vec<Frame>, bool) {
 async fn test_resolve_storage_byte_exact() {
     let dir = tempfile::tempdir().unwrap();
     let slave = start_slave(dir.path()).await;
-    let loc = LocatorClient::connect(&slave.locator_addr.to_string()).await.unwrap();
+    let loc = LocatorClient::connect(&slave.locator_addr.to_string())
+        .await
+        .unwrap();
     let port = loc.resolve("storage").await.unwrap().endpoints[0].1;
     assert!(port >= 256, "a uint16 port encodes as cd xx xx");
 
@@ -84,18 +88,27 @@ async fn test_resolve_storage_byte_exact() {
         let mut s = TcpStream::connect(slave.locator_addr).await.unwrap();
         s.write_all(&request).await.unwrap();
         let mut got = vec![0; reply.len()];
-        tokio::time::timeout(DEADLINE, s.read_exact(&mut got)).await.unwrap().unwrap();
+        tokio::time::timeout(DEADLINE, s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got, reply, "reply bytes");
     }
 
     // An unknown name: error([2, 1], message) on the same channel.
     let mut s = TcpStream::connect(slave.locator_addr).await.unwrap();
-    s.write_all(&unhex("94 07 00 91 a4 6e6f7065 90")).await.unwrap(); // resolve("nope")
+    s.write_all(&unhex("94 07 00 91 a4 6e6f7065 90"))
+        .await
+        .unwrap(); // resolve("nope")
     let (frames, _) = read_frames(&mut s, 1).await;
     let f = &frames[0];
     assert_eq!((f.channel, f.ty), (7, 1));
     assert_eq!(f.args[0], Value::Array(vec![2.into(), 1.into()]));
-    assert!(f.args[1].as_str().unwrap().contains("\"nope\""), "{:?}", f.args);
+    assert!(
+        f.args[1].as_str().unwrap().contains("\"nope\""),
+        "{:?}",
+        f.args
+    );
     slave.stop().await;
 }
 
@@ -108,29 +121,51 @@ async fn test_locator_and_storage_round_trips() {
     let uuid = loc.uuid().await.unwrap();
     assert_eq!(uuid, slave.locator.uuid());
     let cluster = loc.cluster().await.unwrap();
-    assert_eq!(cluster, vec![(uuid.clone(), ("127.0.0.1".to_string(), slave.locator_addr.port()))]);
+    assert_eq!(
+        cluster,
+        vec![(
+            uuid.clone(),
+            ("127.0.0.1".to_string(), slave.locator_addr.port())
+        )]
+    );
 
     // Over the unix socket too.
-    let unix = Connection::connect_unix(&dir.path().join("locator.sock")).await.unwrap();
+    let unix = Connection::connect_unix(&dir.path().join("locator.sock"))
+        .await
+        .unwrap();
     let via_unix = LocatorClient { conn: unix };
     assert_eq!(via_unix.uuid().await.unwrap(), uuid);
 
     // publish from a remote node, then resolve it.
     let graph = Value::Map(vec![]);
-    loc.publish("remote-app", &[("10.1.2.3".into(), 4242)], 7, graph.clone()).await.unwrap();
+    loc.publish("remote-app", &[("10.1.2.3".into(), 4242)], 7, graph.clone())
+        .await
+        .unwrap();
     let r = loc.resolve("remote-app").await.unwrap();
-    assert_eq!((r.endpoints, r.version, r.graph), (vec![("10.1.2.3".to_string(), 4242)], 7, graph));
+    assert_eq!(
+        (r.endpoints, r.version, r.graph),
+        (vec![("10.1.2.3".to_string(), 4242)], 7, graph)
+    );
     let e = loc.conn.call(4, vec!["bad".into()]).await.unwrap_err();
     assert!(e.to_string().contains("publish takes"), "{e}");
 
     let r = loc.resolve("storage").await.unwrap();
     let st = StorageClient {
-        conn: Connection::connect(&format!("127.0.0.1:{}", r.endpoints[0].1)).await.unwrap(),
+        conn: Connection::connect(&format!("127.0.0.1:{}", r.endpoints[0].1))
+            .await
+            .unwrap(),
     };
-    st.write("apps", "one", Value::from("blob-1"), &["a", "b"]).await.unwrap();
-    st.write("apps", "two", Value::Binary(vec![0, 159, 146]), &["a"]).await.unwrap();
+    st.write("apps", "one", Value::from("blob-1"), &["a", "b"])
+        .await
+        .unwrap();
+    st.write("apps", "two", Value::Binary(vec![0, 159, 146]), &["a"])
+        .await
+        .unwrap();
     assert_eq!(st.read("apps", "one").await.unwrap(), Value::from("blob-1"));
-    assert_eq!(st.read("apps", "two").await.unwrap(), Value::Binary(vec![0, 159, 146]));
+    assert_eq!(
+        st.read("apps", "two").await.unwrap(),
+        Value::Binary(vec![0, 159, 146])
+    );
     assert_eq!(st.find("apps", &["a"]).await.unwrap(), vec!["one", "two"]);
     assert_eq!(st.find("apps", &["a", "b"]).await.unwrap(), vec!["one"]);
     st.remove("apps", "one").await.unwrap();
@@ -142,14 +177,26 @@ async fn test_locator_and_storage_round_trips() {
         other => panic!("{other}"),
     }
     // Wrong argument types name the argument.
-    let e = st.conn.call(0, vec![Value::from(1), Value::from("k")]).await.unwrap_err();
+    let e = st
+        .conn
+        .call(0, vec![Value::from(1), Value::from("k")])
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("namespace"), "{e}");
     // The logging service answers verbosity and takes emit.
     let r = loc.resolve("logging").await.unwrap();
-    let log = sosna_agent::slave::client::ServiceClient::connect("logging", r).await.unwrap();
+    let log = sosna_agent::slave::client::ServiceClient::connect("logging", r)
+        .await
+        .unwrap();
     let v = log.call("verbosity", vec![]).await.unwrap();
-    assert!(matches!(v, sosna_agent::slave::client::Response::Value(ref a) if a[0].is_i64()), "{v:?}");
-    let none = log.call("emit", vec![1.into(), "app/test".into(), "hi".into()]).await.unwrap();
+    assert!(
+        matches!(v, sosna_agent::slave::client::Response::Value(ref a) if a[0].is_i64()),
+        "{v:?}"
+    );
+    let none = log
+        .call("emit", vec![1.into(), "app/test".into(), "hi".into()])
+        .await
+        .unwrap();
     assert_eq!(none, sosna_agent::slave::client::Response::None);
     slave.stop().await;
 }
@@ -219,7 +266,10 @@ impl Service for Echo {
     }
 }
 
-async fn start_echo(hold: usize, max_frame: usize) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+async fn start_echo(
+    hold: usize,
+    max_frame: usize,
+) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -238,11 +288,20 @@ async fn test_thousand_concurrent_channels_on_one_connection() {
     // No reply can come before all 1000 calls are pending on this one connection.
     let calls = (0..1000i64).map(|i| {
         let conn = conn.clone();
-        async move { conn.call(EchoMethod::Gather.id(), vec![Value::from(i)]).await }
+        async move {
+            conn.call(EchoMethod::Gather.id(), vec![Value::from(i)])
+                .await
+        }
     });
-    let replies = tokio::time::timeout(DEADLINE, futures::future::join_all(calls)).await.unwrap();
+    let replies = tokio::time::timeout(DEADLINE, futures::future::join_all(calls))
+        .await
+        .unwrap();
     for (i, r) in replies.into_iter().enumerate() {
-        assert_eq!(r.unwrap(), vec![Value::from(i as i64)], "channel for call {i}");
+        assert_eq!(
+            r.unwrap(),
+            vec![Value::from(i as i64)],
+            "channel for call {i}"
+        );
     }
 }
 
@@ -254,32 +313,64 @@ async fn test_streaming_both_ways() {
     let mut expect = 0;
     for x in 1..=100i64 {
         ch.write(vec![Value::from(x)]).unwrap();
-        let chunk = tokio::time::timeout(DEADLINE, ch.next_chunk()).await.unwrap().unwrap();
+        let chunk = tokio::time::timeout(DEADLINE, ch.next_chunk())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(chunk, Some(vec![Value::from(2 * x)]));
         expect += x;
     }
     ch.close().unwrap();
-    let total = tokio::time::timeout(DEADLINE, ch.next_chunk()).await.unwrap().unwrap();
+    let total = tokio::time::timeout(DEADLINE, ch.next_chunk())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(total, Some(vec![Value::from(expect)]));
-    assert_eq!(ch.next_chunk().await.unwrap(), None, "close ends the stream");
+    assert_eq!(
+        ch.next_chunk().await.unwrap(),
+        None,
+        "close ends the stream"
+    );
 
     // Server streams; an error from the caller ends a streaming call with that error.
-    let mut ch = conn.open(EchoMethod::Count.id(), vec![Value::from(50u64)]).unwrap();
+    let mut ch = conn
+        .open(EchoMethod::Count.id(), vec![Value::from(50u64)])
+        .unwrap();
     for i in 0..50u64 {
         assert_eq!(ch.next_chunk().await.unwrap(), Some(vec![Value::from(i)]));
     }
     assert_eq!(ch.next_chunk().await.unwrap(), None);
     let mut ch = conn.open(EchoMethod::Double.id(), vec![]).unwrap();
-    ch.send(1, vec![Value::Array(vec![9.into(), 9.into()]), "caller gave up".into()]).unwrap();
-    let e = tokio::time::timeout(DEADLINE, ch.next_chunk()).await.unwrap().unwrap_err();
+    ch.send(
+        1,
+        vec![
+            Value::Array(vec![9.into(), 9.into()]),
+            "caller gave up".into(),
+        ],
+    )
+    .unwrap();
+    let e = tokio::time::timeout(DEADLINE, ch.next_chunk())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(e.to_string().contains("caller gave up"), "{e}");
     // A revoke on the control channel ends a streaming call too.
     let mut ch = conn.open(EchoMethod::Double.id(), vec![]).unwrap();
-    conn.send_frame(Frame::new(0, 0, vec![Value::from(ch.id()), Value::Array(vec![1.into(), 5.into()])]))
-        .unwrap();
-    let e = tokio::time::timeout(DEADLINE, ch.next_chunk()).await.unwrap().unwrap_err();
+    conn.send_frame(Frame::new(
+        0,
+        0,
+        vec![Value::from(ch.id()), Value::Array(vec![1.into(), 5.into()])],
+    ))
+    .unwrap();
+    let e = tokio::time::timeout(DEADLINE, ch.next_chunk())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(e.to_string().contains("revoked"), "{e}");
-    tokio::time::timeout(DEADLINE, conn.ping()).await.unwrap().unwrap();
+    tokio::time::timeout(DEADLINE, conn.ping())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// Sends `bad` then a valid echo call on channel 50; returns the frames that came back and
@@ -287,7 +378,9 @@ async fn test_streaming_both_ways() {
 async fn send_bad(addr: SocketAddr, bad: &[u8], want: usize) -> (Vec<Frame>, bool) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(bad).await.unwrap();
-    s.write_all(&Frame::new(50, 0, vec![Value::from("alive")]).to_bytes()).await.unwrap();
+    s.write_all(&Frame::new(50, 0, vec![Value::from("alive")]).to_bytes())
+        .await
+        .unwrap();
     read_frames(&mut s, want).await
 }
 
@@ -314,15 +407,27 @@ async fn test_bad_frames_give_errors_or_close_never_hang() {
         // [5, 0, 7]: args not an array
         (&[0x93, 5, 0, 7], 5, 2, "`args`"),
         // [6, 0, [], [[true, 62, "v"]]]: HPACK-indexed header
-        (&[0x94, 6, 0, 0x90, 0x91, 0x93, 0xc3, 62, 0xa1, b'v'], 6, 2, "HPACK"),
+        (
+            &[0x94, 6, 0, 0x90, 0x91, 0x93, 0xc3, 62, 0xa1, b'v'],
+            6,
+            2,
+            "HPACK",
+        ),
     ];
     for (bad, channel, code, text) in recoverable {
         let (frames, closed) = send_bad(addr, bad, 2).await;
         assert!(!closed, "{bad:x?} closed the connection");
         let (cat, c, msg) = error_of(&frames[0]);
-        assert_eq!((frames[0].channel, frames[0].ty, cat, c), (channel, 1, 1, code), "{msg}");
+        assert_eq!(
+            (frames[0].channel, frames[0].ty, cat, c),
+            (channel, 1, 1, code),
+            "{msg}"
+        );
         assert!(msg.contains(text), "{bad:x?}: {msg}");
-        assert_eq!(frames[1], alive, "the connection still works after {bad:x?}");
+        assert_eq!(
+            frames[1], alive,
+            "the connection still works after {bad:x?}"
+        );
     }
 
     // Fatal: a goaway carrying the reason, then the server closes.
@@ -337,8 +442,15 @@ async fn test_bad_frames_give_errors_or_close_never_hang() {
     for (bad, code, text) in fatal {
         let (frames, closed) = send_bad(addr, bad, usize::MAX).await;
         assert!(closed, "{bad:x?} did not close");
-        let goaway = frames.iter().find(|f| f.channel == 0 && f.ty == 3).expect("goaway");
-        let (cat, c, msg) = error_of(&Frame::new(0, 3, goaway.args[0].as_array().unwrap().clone()));
+        let goaway = frames
+            .iter()
+            .find(|f| f.channel == 0 && f.ty == 3)
+            .expect("goaway");
+        let (cat, c, msg) = error_of(&Frame::new(
+            0,
+            3,
+            goaway.args[0].as_array().unwrap().clone(),
+        ));
         assert_eq!((cat, c), (1, code), "{msg}");
         assert!(msg.contains(text), "{bad:x?}: {msg}");
     }
@@ -354,6 +466,9 @@ async fn test_bad_frames_give_errors_or_close_never_hang() {
     // A client sees a server-side goaway as a clear disconnect, not a hang.
     let conn = Connection::connect(&addr.to_string()).await.unwrap();
     let ch = conn.open(0, vec![Value::from("x".repeat(2000))]).unwrap();
-    let e = tokio::time::timeout(DEADLINE, ch.value()).await.unwrap().unwrap_err();
+    let e = tokio::time::timeout(DEADLINE, ch.value())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(e.to_string().contains("exceeds the 1024-byte limit"), "{e}");
 }

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sosna_agent::config::SlaveConfig;
-use sosna_agent::slave::client::{endpoint_addr, LocatorClient, StorageClient, Connection};
+use sosna_agent::slave::client::{endpoint_addr, Connection, LocatorClient, StorageClient};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -122,18 +122,49 @@ fn test_storage_persists_across_agent_restart() {
     let mut agent = Agent::start(&state);
     let uuid = agent.call(&["locator", "uuid"]);
     assert_eq!(
-        agent.call(&["storage", "write", "apps", "web", "alpine:3.19", "[\"prod\"]"]),
+        agent.call(&[
+            "storage",
+            "write",
+            "apps",
+            "web",
+            "alpine:3.19",
+            "[\"prod\"]"
+        ]),
         "[]\n"
     );
-    agent.call(&["storage", "write", "apps", "db", "plain text", "[\"prod\", \"sql\"]"]);
-    assert_eq!(agent.call(&["storage", "find", "apps", "[\"sql\"]"]), "[[\"db\"]]\n");
+    agent.call(&[
+        "storage",
+        "write",
+        "apps",
+        "db",
+        "plain text",
+        "[\"prod\", \"sql\"]",
+    ]);
+    assert_eq!(
+        agent.call(&["storage", "find", "apps", "[\"sql\"]"]),
+        "[[\"db\"]]\n"
+    );
     // The logging service writes into the agent's own log.
-    assert_eq!(agent.call(&["logging", "emit", "2", "app/test", "hello from a test app"]), "");
+    assert_eq!(
+        agent.call(&["logging", "emit", "2", "app/test", "hello from a test app"]),
+        ""
+    );
     let line = agent.wait_line("hello from a test app");
-    assert!(line.contains("WARN") && line.contains("[app/test]"), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains("[app/test]"),
+        "{line}"
+    );
     // Errors are reported with their [category, code].
     let out = Command::new(env!("CARGO_BIN_EXE_sosna"))
-        .args(["call", "--locator", &agent.locator, "storage", "read", "apps", "missing"])
+        .args([
+            "call",
+            "--locator",
+            &agent.locator,
+            "storage",
+            "read",
+            "apps",
+            "missing",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -142,9 +173,19 @@ fn test_storage_persists_across_agent_restart() {
     agent.stop();
 
     let agent = Agent::start(&state);
-    assert_eq!(agent.call(&["storage", "read", "apps", "db"]), "[\"plain text\"]\n");
-    assert_eq!(agent.call(&["storage", "find", "apps", "[\"prod\"]"]), "[[\"db\",\"web\"]]\n");
-    assert_eq!(agent.call(&["locator", "uuid"]), uuid, "the node keeps its uuid");
+    assert_eq!(
+        agent.call(&["storage", "read", "apps", "db"]),
+        "[\"plain text\"]\n"
+    );
+    assert_eq!(
+        agent.call(&["storage", "find", "apps", "[\"prod\"]"]),
+        "[[\"db\",\"web\"]]\n"
+    );
+    assert_eq!(
+        agent.call(&["locator", "uuid"]),
+        uuid,
+        "the node keeps its uuid"
+    );
     agent.stop();
 }
 
@@ -153,7 +194,10 @@ fn test_gateway_fails_over_when_a_node_dies() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = Agent::start(&dir.path().join("a"));
     let b = Agent::start(&dir.path().join("b"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let cfg = SlaveConfig {
             listen: "127.0.0.1".parse().unwrap(),
@@ -163,11 +207,15 @@ fn test_gateway_fails_over_when_a_node_dies() {
             ..SlaveConfig::default()
         };
         let gw_dir = dir.path().join("gw");
-        let gw = sosna_agent::slave::start(&cfg, &gw_dir, Vec::new()).await.unwrap();
+        let gw = sosna_agent::slave::start(&cfg, &gw_dir, Vec::new())
+            .await
+            .unwrap();
         let gateway = gw.locator.gateway().unwrap().clone();
         gateway.probe_all().await;
         assert_eq!(gateway.live().len(), 2, "both nodes up");
-        let loc = LocatorClient::connect(&gw.locator_addr.to_string()).await.unwrap();
+        let loc = LocatorClient::connect(&gw.locator_addr.to_string())
+            .await
+            .unwrap();
         let cluster = loc.cluster().await.unwrap();
         assert_eq!(cluster.len(), 3, "the gateway and both nodes: {cluster:?}");
 
@@ -178,19 +226,40 @@ fn test_gateway_fails_over_when_a_node_dies() {
             let (host, port) = r.endpoints[0].clone();
             ports.insert(port);
             let st = StorageClient {
-                conn: Connection::connect(&endpoint_addr(&host, port)).await.unwrap(),
+                conn: Connection::connect(&endpoint_addr(&host, port))
+                    .await
+                    .unwrap(),
             };
-            st.write("gw", &format!("k{i}"), port.to_string().into(), &[]).await.unwrap();
+            st.write("gw", &format!("k{i}"), port.to_string().into(), &[])
+                .await
+                .unwrap();
         }
         assert_eq!(ports.len(), 2, "round-robin reached both nodes");
-        let a_storage = LocatorClient::connect(&a.locator).await.unwrap().resolve("storage").await.unwrap().endpoints[0].1;
-        let b_storage = LocatorClient::connect(&b.locator).await.unwrap().resolve("storage").await.unwrap().endpoints[0].1;
+        let a_storage = LocatorClient::connect(&a.locator)
+            .await
+            .unwrap()
+            .resolve("storage")
+            .await
+            .unwrap()
+            .endpoints[0]
+            .1;
+        let b_storage = LocatorClient::connect(&b.locator)
+            .await
+            .unwrap()
+            .resolve("storage")
+            .await
+            .unwrap()
+            .endpoints[0]
+            .1;
 
         // Node A dies hard. Every resolve from now on gives B, at once.
         a.signal(nix::sys::signal::Signal::SIGKILL);
         let _ = a.child.wait();
         for i in 0..6 {
-            let r = tokio::time::timeout(DEADLINE, loc.resolve("storage")).await.unwrap().unwrap();
+            let r = tokio::time::timeout(DEADLINE, loc.resolve("storage"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(r.endpoints[0].1, b_storage, "resolve {i} after A died");
             let st = StorageClient {
                 conn: Connection::connect(&endpoint_addr(&r.endpoints[0].0, r.endpoints[0].1))
@@ -198,7 +267,11 @@ fn test_gateway_fails_over_when_a_node_dies() {
                     .unwrap(),
             };
             let keys = st.find("gw", &[]).await.unwrap();
-            assert_eq!(keys.len(), 2, "B holds the two writes round-robin sent it: {keys:?}");
+            assert_eq!(
+                keys.len(),
+                2,
+                "B holds the two writes round-robin sent it: {keys:?}"
+            );
             for k in &keys {
                 let v = st.read("gw", k).await.unwrap();
                 assert_eq!(v, rmpv::Value::from(b_storage.to_string()));

@@ -38,6 +38,8 @@ pub enum ClientError {
     },
     #[error("malformed {what} reply: {got}")]
     Malformed { what: &'static str, got: Value },
+    #[error("channel {0} is already in use on this connection")]
+    ChannelInUse(u64),
     #[error("service {0:?} resolved to no endpoints")]
     NoEndpoints(String),
 }
@@ -119,9 +121,17 @@ impl Connection {
     pub fn open_on(&self, id: u64, ty: u64, args: Vec<Value>) -> Result<Channel, ClientError> {
         let (tx, rx) = mpsc::unbounded_channel();
         {
-            let mut t = self.inner.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = self
+                .inner
+                .shared
+                .table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(why) = &t.closed {
                 return Err(ClientError::Disconnected(why.clone()));
+            }
+            if t.channels.contains_key(&id) {
+                return Err(ClientError::ChannelInUse(id));
             }
             t.channels.insert(id, tx);
         }
@@ -152,7 +162,12 @@ impl Connection {
     pub async fn ping(&self) -> Result<(), ClientError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
-            let mut t = self.inner.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = self
+                .inner
+                .shared
+                .table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(why) = &t.closed {
                 return Err(ClientError::Disconnected(why.clone()));
             }
@@ -165,7 +180,12 @@ impl Connection {
 
     /// Why the connection ended, if it has.
     pub fn closed(&self) -> Option<String> {
-        let t = self.inner.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+        let t = self
+            .inner
+            .shared
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         t.closed.clone()
     }
 }
@@ -179,7 +199,12 @@ pub struct Channel {
 
 impl Drop for Channel {
     fn drop(&mut self) {
-        let mut t = self.inner.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self
+            .inner
+            .shared
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         t.channels.remove(&self.id);
     }
 }
@@ -211,7 +236,12 @@ impl Channel {
         match self.rx.recv().await {
             Some(f) => Ok(f),
             None => {
-                let t = self.inner.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+                let t = self
+                    .inner
+                    .shared
+                    .table
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 Err(ClientError::Disconnected(
                     t.closed.clone().unwrap_or_else(|| "reader stopped".into()),
                 ))
@@ -249,10 +279,7 @@ impl Channel {
     }
 }
 
-async fn read_frames<R: AsyncRead>(
-    rd: R,
-    shared: Arc<Shared>,
-) {
+async fn read_frames<R: AsyncRead>(rd: R, shared: Arc<Shared>) {
     tokio::pin!(rd);
     let decoder = Decoder::new(DEFAULT_MAX_FRAME);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -329,7 +356,10 @@ impl Resolved {
             .map(endpoint_from_value)
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| bad(&args))?;
-        let version = args.get(1).and_then(Value::as_u64).ok_or_else(|| bad(&args))?;
+        let version = args
+            .get(1)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad(&args))?;
         let graph = args.get(2).cloned().ok_or_else(|| bad(&args))?;
         Ok(Resolved {
             endpoints,
@@ -656,9 +686,8 @@ pub async fn call_cli(
 ) -> Result<Vec<String>, ClientError> {
     let svc = ServiceClient::resolve(locator, service).await?;
     let args = args.iter().map(|a| value_from_arg(a)).collect();
-    let line = |vs: &[Value]| {
-        serde_json::Value::Array(vs.iter().map(value_to_json).collect()).to_string()
-    };
+    let line =
+        |vs: &[Value]| serde_json::Value::Array(vs.iter().map(value_to_json).collect()).to_string();
     Ok(match svc.call(method, args).await? {
         Response::None => Vec::new(),
         Response::Value(vs) => vec![line(&vs)],

@@ -70,10 +70,7 @@ impl RpcError {
     /// Reads `[[category, code], message?]`; anything else becomes a malformed-reply error.
     pub fn from_args(args: &[Value]) -> RpcError {
         let pair = args.first().and_then(Value::as_array);
-        let num = |i: usize| {
-            pair.and_then(|p| p.get(i))
-                .and_then(Value::as_u64)
-        };
+        let num = |i: usize| pair.and_then(|p| p.get(i)).and_then(Value::as_u64);
         let message = args
             .get(1)
             .and_then(Value::as_str)

@@ -99,7 +99,9 @@ pub enum FrameError {
         expected: &'static str,
         got: &'static str,
     },
-    #[error("HPACK-indexed header {0} is not supported; send literal [false, name, value] headers")]
+    #[error(
+        "HPACK-indexed header {0} is not supported; send literal [false, name, value] headers"
+    )]
     IndexedHeader(String),
     #[error("malformed header {0}: expected [false, name, value] with str/bin name and value")]
     BadHeader(String),
@@ -292,7 +294,12 @@ fn scan(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
             0x80..=0x8f => (0, Kind::Children(2 * u64::from(marker & 0x0f))),
             0x90..=0x9f => (0, Kind::Children(u64::from(marker & 0x0f))),
             0xa0..=0xbf => (0, Kind::Payload(u64::from(marker & 0x1f))),
-            0xc1 => return Err(FrameError::InvalidMarker { byte: marker, offset: pos }),
+            0xc1 => {
+                return Err(FrameError::InvalidMarker {
+                    byte: marker,
+                    offset: pos,
+                })
+            }
             0xc4 | 0xd9 => (1, Kind::Sized(0)),
             0xc5 | 0xda => (2, Kind::Sized(0)),
             0xc6 | 0xdb => (4, Kind::Sized(0)),
@@ -403,7 +410,10 @@ mod tests {
     #[test]
     fn resolve_request_vector() {
         let f = Frame::new(1, 0, vec![Value::from("storage")]);
-        assert_eq!(hex(&f.to_bytes()), "940100 91a773746f72616765 90".replace(' ', ""));
+        assert_eq!(
+            hex(&f.to_bytes()),
+            "940100 91a773746f72616765 90".replace(' ', "")
+        );
         assert_eq!(decode_one(&f.to_bytes()).unwrap(), f);
     }
 
@@ -452,7 +462,10 @@ mod tests {
         assert_eq!(got, vec![a.clone(), b.clone()]);
         // All at once.
         let mut buf = BytesMut::from(&all[..]);
-        let got: Vec<_> = drain(&d, &mut buf).into_iter().map(Result::unwrap).collect();
+        let got: Vec<_> = drain(&d, &mut buf)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(got, vec![a, b]);
         assert!(buf.is_empty());
     }
@@ -463,7 +476,10 @@ mod tests {
         // A str32 announcing 1 GiB: rejected from its 6-byte prefix alone.
         let mut buf = BytesMut::from(&[0x94, 1, 0, 0x91, 0xdb, 0x40, 0, 0, 0][..]);
         let e = d.decode(&mut buf).unwrap_err();
-        assert!(matches!(e.error, FrameError::TooLarge { max: 64, .. }), "{e}");
+        assert!(
+            matches!(e.error, FrameError::TooLarge { max: 64, .. }),
+            "{e}"
+        );
         assert!(!e.error.recoverable());
         assert!(e.to_string().contains("exceeds the 64-byte limit"), "{e}");
         // An array announcing 2^32-1 elements, too.
@@ -492,7 +508,13 @@ mod tests {
     #[test]
     fn garbage_and_deep_nesting_are_fatal_errors() {
         let e = decode_one(&[0x94, 0xc1]).unwrap_err();
-        assert_eq!(e.error, FrameError::InvalidMarker { byte: 0xc1, offset: 1 });
+        assert_eq!(
+            e.error,
+            FrameError::InvalidMarker {
+                byte: 0xc1,
+                offset: 1
+            }
+        );
         let deep = vec![0x91; 10_000];
         let e = decode_one(&deep).unwrap_err();
         assert_eq!(e.error, FrameError::TooDeep);
@@ -514,7 +536,10 @@ mod tests {
             Value::Binary(vec![1; 70_000]),
             Value::Ext(3, vec![1, 2, 3, 4]),
             Value::Ext(3, vec![9; 20]),
-            Value::Map(vec![(Value::from(1), Value::Array(vec![Value::from(2); 20]))]),
+            Value::Map(vec![(
+                Value::from(1),
+                Value::Array(vec![Value::from(2); 20]),
+            )]),
         ]);
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, &v).unwrap();

@@ -86,7 +86,9 @@ impl Gateway {
         }
         let c = tokio::time::timeout(self.timeout, LocatorClient::connect(&peer.addr))
             .await
-            .map_err(|_| ClientError::Disconnected(format!("connect to {} timed out", peer.addr)))??;
+            .map_err(|_| {
+                ClientError::Disconnected(format!("connect to {} timed out", peer.addr))
+            })??;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -138,7 +140,9 @@ impl Gateway {
         let n = self.peers.len();
         let mut idx: Vec<usize> = (0..n).collect();
         match self.policy {
-            Policy::RoundRobin if n > 0 => idx.rotate_left(self.next.fetch_add(1, Ordering::Relaxed) % n),
+            Policy::RoundRobin if n > 0 => {
+                idx.rotate_left(self.next.fetch_add(1, Ordering::Relaxed) % n)
+            }
             Policy::RoundRobin => {}
             Policy::Random => fastrand::shuffle(&mut idx),
         }

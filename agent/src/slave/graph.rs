@@ -68,10 +68,9 @@ impl Protocol {
                         Dispatch::Streaming => stream_node(),
                     };
                     let upstream = match m.upstream {
-                        Upstream::Option => Value::Map(vec![
-                            leaf(ids::VALUE, "value"),
-                            leaf(ids::ERROR, "error"),
-                        ]),
+                        Upstream::Option => {
+                            Value::Map(vec![leaf(ids::VALUE, "value"), leaf(ids::ERROR, "error")])
+                        }
                         Upstream::Stream => stream_node(),
                         Upstream::None => Value::Map(vec![]),
                     };
@@ -124,8 +123,9 @@ pub fn parse_graph(graph: &Value) -> Vec<RemoteMethod> {
     };
     let has_close = |node: Option<&Value>| {
         node.and_then(Value::as_map).is_some_and(|m| {
-            m.iter()
-                .any(|(_, v)| v.as_array().and_then(|a| a.first()).and_then(Value::as_str) == Some("close"))
+            m.iter().any(|(_, v)| {
+                v.as_array().and_then(|a| a.first()).and_then(Value::as_str) == Some("close")
+            })
         })
     };
     entries
@@ -137,7 +137,10 @@ pub fn parse_graph(graph: &Value) -> Vec<RemoteMethod> {
                 name: a.first()?.as_str()?.to_string(),
                 accepts_writes: has_close(a.get(1)),
                 streams: has_close(a.get(2)),
-                replies: a.get(2).and_then(Value::as_map).is_some_and(|m| !m.is_empty()),
+                replies: a
+                    .get(2)
+                    .and_then(Value::as_map)
+                    .is_some_and(|m| !m.is_empty()),
             })
         })
         .collect()

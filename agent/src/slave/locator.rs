@@ -90,7 +90,12 @@ impl Locator {
 
     /// Local or published services only (no gateway).
     fn resolve_here(&self, name: &str, seen_as: Option<IpAddr>) -> Option<Resolved> {
-        if let Some(s) = self.local.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(s) = self
+            .local
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
             return Some(Resolved {
                 endpoints: vec![(advertised(s.addr.ip(), seen_as), s.addr.port())],
                 version: s.version,
@@ -111,9 +116,8 @@ impl Locator {
                 Err(e) => tracing::debug!("gateway resolve {name}: {e}"),
             }
         }
-        self.resolve_here(name, seen_as).ok_or_else(|| {
-            RpcError::not_found(format!("service {name:?} is not available"))
-        })
+        self.resolve_here(name, seen_as)
+            .ok_or_else(|| RpcError::not_found(format!("service {name:?} is not available")))
     }
 
     fn cluster(&self, seen_as: Option<IpAddr>) -> Value {
@@ -153,7 +157,9 @@ impl Locator {
         let version = meta.first().and_then(Value::as_u64).ok_or_else(bad)?;
         let graph = meta.get(1).filter(|g| g.is_map()).ok_or_else(bad)?.clone();
         if endpoints.is_empty() {
-            return Err(RpcError::invalid(format!("publish {name:?} without endpoints")));
+            return Err(RpcError::invalid(format!(
+                "publish {name:?} without endpoints"
+            )));
         }
         tracing::info!("slave: {name} published at {endpoints:?}");
         self.published
@@ -253,9 +259,8 @@ pub fn node_uuid(dir: &std::path::Path) -> String {
         }
     }
     let u = uuid::Uuid::new_v4().to_string();
-    let write = std::fs::create_dir_all(dir).and_then(|()| {
-        super::storage::write_atomic(&path, u.as_bytes())
-    });
+    let write = std::fs::create_dir_all(dir)
+        .and_then(|()| super::storage::write_atomic(&path, u.as_bytes()));
     if let Err(e) = write {
         tracing::warn!("slave: cannot keep node uuid in {}: {e}", path.display());
     }

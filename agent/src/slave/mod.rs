@@ -57,11 +57,13 @@ impl Slave {
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, SlaveError> {
-    TcpListener::bind(addr).await.map_err(|source| SlaveError::Bind {
-        what: what.to_string(),
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SlaveError::Bind {
+            what: what.to_string(),
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// Binds the storage and logging services, any `extra` ones (the node service, once a

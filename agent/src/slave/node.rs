@@ -51,7 +51,11 @@ impl From<AppError> for RpcError {
 /// What the node service needs from a container runtime.
 pub trait Apps: Send + Sync + 'static {
     /// Starts app `name` as described by `profile` (a msgpack map).
-    fn start(&self, name: &str, profile: Value) -> impl Future<Output = Result<(), AppError>> + Send;
+    fn start(
+        &self,
+        name: &str,
+        profile: Value,
+    ) -> impl Future<Output = Result<(), AppError>> + Send;
     /// Stops app `name`.
     fn stop(&self, name: &str) -> impl Future<Output = Result<(), AppError>> + Send;
     /// Names of the apps, sorted.
@@ -84,7 +88,9 @@ async fn run<A: Apps>(apps: &A, m: NodeMethod, args: Vec<Value>) -> Result<Vec<V
         }
         NodeMethod::List => {
             let names = apps.list().await?;
-            Ok(vec![Value::Array(names.into_iter().map(Value::from).collect())])
+            Ok(vec![Value::Array(
+                names.into_iter().map(Value::from).collect(),
+            )])
         }
         NodeMethod::Info => Ok(vec![apps.info(&name_arg(&args)?).await?]),
     }
@@ -123,7 +129,9 @@ pub(crate) mod memory {
                 return Err(AppError::AlreadyRunning(name.into()));
             }
             if !profile.is_map() {
-                return Err(AppError::Invalid(format!("profile must be a map, got {profile}")));
+                return Err(AppError::Invalid(format!(
+                    "profile must be a map, got {profile}"
+                )));
             }
             apps.insert(name.into(), (profile, true));
             Ok(())
@@ -142,9 +150,14 @@ pub(crate) mod memory {
         }
         async fn info(&self, name: &str) -> Result<Value, AppError> {
             let apps = self.apps.lock().unwrap();
-            let (profile, running) = apps.get(name).ok_or_else(|| AppError::NotFound(name.into()))?;
+            let (profile, running) = apps
+                .get(name)
+                .ok_or_else(|| AppError::NotFound(name.into()))?;
             Ok(Value::Map(vec![
-                (Value::from("state"), Value::from(if *running { "running" } else { "stopped" })),
+                (
+                    Value::from("state"),
+                    Value::from(if *running { "running" } else { "stopped" }),
+                ),
                 (Value::from("profile"), profile.clone()),
             ]))
         }
@@ -167,15 +180,28 @@ mod tests {
         let c = Connection::over(b);
         let start = NodeMethod::StartApp.id();
         let profile = Value::Map(vec![(Value::from("image"), Value::from("alpine"))]);
-        c.call(start, vec!["web".into(), profile.clone()]).await.unwrap();
-        let e = c.call(start, vec!["web".into(), profile]).await.unwrap_err();
+        c.call(start, vec!["web".into(), profile.clone()])
+            .await
+            .unwrap();
+        let e = c
+            .call(start, vec!["web".into(), profile])
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("already running"), "{e}");
         let list = c.call(NodeMethod::List.id(), vec![]).await.unwrap();
         assert_eq!(list, vec![Value::Array(vec!["web".into()])]);
-        c.call(NodeMethod::PauseApp.id(), vec!["web".into()]).await.unwrap();
-        let info = c.call(NodeMethod::Info.id(), vec!["web".into()]).await.unwrap();
+        c.call(NodeMethod::PauseApp.id(), vec!["web".into()])
+            .await
+            .unwrap();
+        let info = c
+            .call(NodeMethod::Info.id(), vec!["web".into()])
+            .await
+            .unwrap();
         assert!(info[0].to_string().contains("\"stopped\""), "{}", info[0]);
-        let e = c.call(NodeMethod::Info.id(), vec!["nope".into()]).await.unwrap_err();
+        let e = c
+            .call(NodeMethod::Info.id(), vec!["nope".into()])
+            .await
+            .unwrap_err();
         match e {
             crate::slave::client::ClientError::Rpc(r) => {
                 assert_eq!((r.category, r.code), (2, code::NOT_FOUND));
@@ -183,7 +209,10 @@ mod tests {
             }
             other => panic!("{other}"),
         }
-        let e = c.call(NodeMethod::Info.id(), vec![Value::from(5)]).await.unwrap_err();
+        let e = c
+            .call(NodeMethod::Info.id(), vec![Value::from(5)])
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("app name"), "{e}");
     }
 }

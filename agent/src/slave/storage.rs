@@ -87,7 +87,11 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
 /// Replaces `path` with `data` so that a crash leaves the old or the new file, never a mix.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".tmp-{}-{:016x}", std::process::id(), fastrand::u64(..)));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
@@ -164,7 +168,13 @@ impl Store {
         }
     }
 
-    pub fn write(&self, ns: &str, key: &str, blob: Value, tags: &[String]) -> Result<(), StorageError> {
+    pub fn write(
+        &self,
+        ns: &str,
+        key: &str,
+        blob: Value,
+        tags: &[String],
+    ) -> Result<(), StorageError> {
         let path = self.path(ns, key)?;
         let dir = self.ns_dir(ns)?;
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
@@ -233,7 +243,9 @@ fn tags_arg(args: &[Value], i: usize) -> Result<Vec<String>, RpcError> {
             .map(|t| t.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| RpcError::invalid(format!("argument {i} (tags) must be [str…]"))),
-        Some(_) => Err(RpcError::invalid(format!("argument {i} (tags) must be [str…]"))),
+        Some(_) => Err(RpcError::invalid(format!(
+            "argument {i} (tags) must be [str…]"
+        ))),
     }
 }
 
@@ -256,7 +268,9 @@ fn run(store: &Store, m: StorageMethod, args: Vec<Value>) -> Result<Vec<Value>, 
         }
         StorageMethod::Find => {
             let keys = store.find(&ns, &tags_arg(&args, 1)?)?;
-            Ok(vec![Value::Array(keys.into_iter().map(Value::from).collect())])
+            Ok(vec![Value::Array(
+                keys.into_iter().map(Value::from).collect(),
+            )])
         }
     }
 }
@@ -284,15 +298,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::new(dir.path());
         let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        s.write("apps", "a/../../x", Value::from("one"), &t(&["red", "big"])).unwrap();
-        s.write("apps", "b", Value::Binary(vec![0, 1]), &t(&["red"])).unwrap();
+        s.write("apps", "a/../../x", Value::from("one"), &t(&["red", "big"]))
+            .unwrap();
+        s.write("apps", "b", Value::Binary(vec![0, 1]), &t(&["red"]))
+            .unwrap();
         assert_eq!(s.read("apps", "a/../../x").unwrap(), Value::from("one"));
-        assert_eq!(s.find("apps", &t(&["red"])).unwrap(), vec!["a/../../x", "b"]);
-        assert_eq!(s.find("apps", &t(&["red", "big"])).unwrap(), vec!["a/../../x"]);
+        assert_eq!(
+            s.find("apps", &t(&["red"])).unwrap(),
+            vec!["a/../../x", "b"]
+        );
+        assert_eq!(
+            s.find("apps", &t(&["red", "big"])).unwrap(),
+            vec!["a/../../x"]
+        );
         assert_eq!(s.find("none", &t(&[])).unwrap(), Vec::<String>::new());
         s.remove("apps", "b").unwrap();
-        assert!(matches!(s.read("apps", "b"), Err(StorageError::NotFound { .. })));
-        assert!(matches!(s.remove("apps", "b"), Err(StorageError::NotFound { .. })));
+        assert!(matches!(
+            s.read("apps", "b"),
+            Err(StorageError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.remove("apps", "b"),
+            Err(StorageError::NotFound { .. })
+        ));
         assert!(matches!(s.read("", "b"), Err(StorageError::BadName { .. })));
         // Nothing escaped the root, and no temporary file was left behind.
         let ns = dir.path().join(hex("apps"));
