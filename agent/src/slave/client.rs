@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use rmpv::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::error::RpcError;
 use super::frame::{Decoder, Frame, DEFAULT_MAX_FRAME};
@@ -50,9 +50,15 @@ struct Shared {
     table: Mutex<Table>,
 }
 
+/// Where a channel's replies go: one reply (plain calls) or many (opened channels).
+enum Slot {
+    Once(oneshot::Sender<Frame>),
+    Many(mpsc::UnboundedSender<Frame>),
+}
+
 #[derive(Default)]
 struct Table {
-    channels: HashMap<u64, mpsc::UnboundedSender<Frame>>,
+    channels: HashMap<u64, Slot>,
     /// Why the connection ended, once it has.
     closed: Option<String>,
     /// Callers of [`Connection::ping`] waiting for the echo, oldest first.
@@ -133,7 +139,7 @@ impl Connection {
             if t.channels.contains_key(&id) {
                 return Err(ClientError::ChannelInUse(id));
             }
-            t.channels.insert(id, tx);
+            t.channels.insert(id, Slot::Many(tx));
         }
         let ch = Channel {
             id,
@@ -146,7 +152,33 @@ impl Connection {
 
     /// Calls an `option_of` method: the value's args, or its error.
     pub async fn call(&self, ty: u64, args: Vec<Value>) -> Result<Vec<Value>, ClientError> {
-        self.open(ty, args)?.value().await
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut t = self.inner.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(why) = &t.closed {
+                return Err(ClientError::Disconnected(why.clone()));
+            }
+            if t.channels.contains_key(&id) {
+                return Err(ClientError::ChannelInUse(id));
+            }
+            t.channels.insert(id, Slot::Once(tx));
+        }
+        // Forgets the channel if this future is dropped before its reply came.
+        let mut pending = Pending {
+            id,
+            shared: &self.inner.shared,
+            armed: true,
+        };
+        self.send_frame(Frame::new(id, ty, args))?;
+        let reply = rx.await;
+        pending.armed = false;
+        match reply {
+            Ok(f) => option_reply(f),
+            Err(_) => Err(ClientError::Disconnected(
+                self.closed().unwrap_or_else(|| "reader stopped".into()),
+            )),
+        }
     }
 
     /// Sends a frame as is (control messages, tests).
@@ -187,6 +219,33 @@ impl Connection {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         t.closed.clone()
+    }
+}
+
+struct Pending<'a> {
+    id: u64,
+    shared: &'a Shared,
+    armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut t = self.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+            t.channels.remove(&self.id);
+        }
+    }
+}
+
+fn option_reply(f: Frame) -> Result<Vec<Value>, ClientError> {
+    match f.ty {
+        ids::VALUE => Ok(f.args),
+        ids::ERROR => Err(RpcError::from_args(&f.args).into()),
+        ty => Err(ClientError::UnexpectedReply {
+            channel: f.channel,
+            ty,
+            args: Value::Array(f.args),
+        }),
     }
 }
 
@@ -251,16 +310,7 @@ impl Channel {
 
     /// An `option_of` reply: `value(args…)` or `error`.
     pub async fn value(mut self) -> Result<Vec<Value>, ClientError> {
-        let f = self.recv().await?;
-        match f.ty {
-            ids::VALUE => Ok(f.args),
-            ids::ERROR => Err(RpcError::from_args(&f.args).into()),
-            ty => Err(ClientError::UnexpectedReply {
-                channel: self.id,
-                ty,
-                args: Value::Array(f.args),
-            }),
-        }
+        option_reply(self.recv().await?)
     }
 
     /// The next `stream_of` chunk: `Some(args)` for `write`, `None` after `close`.
@@ -314,9 +364,17 @@ async fn read_frames<R: AsyncRead>(rd: R, shared: Arc<Shared>) {
                     _ => {}
                 },
                 Ok(Some(f)) => {
-                    let t = shared.table.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(tx) = t.channels.get(&f.channel) {
-                        let _ = tx.send(f);
+                    let mut t = shared.table.lock().unwrap_or_else(|p| p.into_inner());
+                    match t.channels.get(&f.channel) {
+                        Some(Slot::Many(tx)) => {
+                            let _ = tx.send(f);
+                        }
+                        Some(Slot::Once(_)) => {
+                            if let Some(Slot::Once(tx)) = t.channels.remove(&f.channel) {
+                                let _ = tx.send(f);
+                            }
+                        }
+                        None => {}
                     }
                 }
                 Ok(None) => break,

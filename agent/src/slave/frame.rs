@@ -164,6 +164,9 @@ impl Decoder {
             None => return Ok(None),
         };
         let bytes = buf.split_to(len);
+        if let Some(f) = fast_frame(&bytes) {
+            return Ok(Some(f));
+        }
         let mut rd = &bytes[..];
         let value = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH + 1)
             .map_err(|e| FrameError::Msgpack(e.to_string()))?;
@@ -193,6 +196,38 @@ fn kind(v: &Value) -> &'static str {
         Value::Map(_) => "map",
         Value::Ext(..) => "ext",
     }
+}
+
+/// The common shape, `[uint, uint, [args…], [headers…]?]`, read without building the
+/// envelope as a value. `None` sends anything else down the general path, which names the
+/// problem.
+fn fast_frame(bytes: &[u8]) -> Option<Frame> {
+    let mut rd = bytes;
+    let n = rmp::decode::read_array_len(&mut rd).ok()?;
+    if !(3..=4).contains(&n) {
+        return None;
+    }
+    let channel = rmp::decode::read_int::<u64, _>(&mut rd).ok()?;
+    let ty = rmp::decode::read_int::<u64, _>(&mut rd).ok()?;
+    let argc = rmp::decode::read_array_len(&mut rd).ok()?;
+    let mut args = Vec::with_capacity(argc as usize);
+    for _ in 0..argc {
+        args.push(rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH).ok()?);
+    }
+    let mut headers = Vec::new();
+    if n == 4 {
+        let hc = rmp::decode::read_array_len(&mut rd).ok()?;
+        for _ in 0..hc {
+            let h = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH).ok()?;
+            headers.push(header_from_value(h).ok()?);
+        }
+    }
+    rd.is_empty().then_some(Frame {
+        channel,
+        ty,
+        args,
+        headers,
+    })
 }
 
 fn frame_from_value(value: Value) -> Result<Frame, DecodeError> {
