@@ -2,8 +2,9 @@
 //! connection and over 16, against the floor of a raw TCP echo of the same request bytes
 //! driven the same way (same connections, same number of requests in flight).
 //!
-//! `cargo bench -p sosna-agent --bench slave` (options: `-- --secs N --window W`). The server
-//! and the client each run on one thread. The last line is
+//! `cargo bench -p sosna-agent --bench slave` (options: `-- --secs N --window W --rounds R`;
+//! defaults 1 s, 16 calls in flight per connection, median of 3 alternating rounds). The
+//! server and the client each run on one thread. The last line is
 //! `BENCH slave calls_per_s=<c> floor_per_s=<f> ratio=<c/f>` for 16 connections.
 
 use std::net::SocketAddr;
@@ -98,9 +99,10 @@ fn start_echo_server() -> SocketAddr {
     rx.recv().expect("server address")
 }
 
-/// Calls per second through the client library: `window` callers per connection, each
-/// calling echo in a loop.
+/// Calls per second through the client library: `window` calls in flight per connection,
+/// each completed one replaced by a new one (one task per connection).
 fn run_slave(addr: SocketAddr, conns: usize, window: usize, secs: f64) -> f64 {
+    use futures::stream::{FuturesUnordered, StreamExt};
     on_thread(move || async move {
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -109,16 +111,19 @@ fn run_slave(addr: SocketAddr, conns: usize, window: usize, secs: f64) -> f64 {
             let conn = Connection::connect(&addr.to_string())
                 .await
                 .expect("connect");
-            for _ in 0..window {
-                let (conn, done, stop) = (conn.clone(), done.clone(), stop.clone());
-                tasks.push(tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let r = conn.call(BenchMethod::Echo.id(), payload()).await;
-                        assert_eq!(r.expect("call"), payload());
-                        done.fetch_add(1, Ordering::Relaxed);
+            let (done, stop) = (done.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let call = || conn.call(BenchMethod::Echo.id(), payload());
+                let mut inflight: FuturesUnordered<_> = (0..window).map(|_| call()).collect();
+                while let Some(r) = inflight.next().await {
+                    assert_eq!(r.expect("call"), payload());
+                    done.fetch_add(1, Ordering::Relaxed);
+                    if stop.load(Ordering::Relaxed) {
+                        break;
                     }
-                }));
-            }
+                    inflight.push(call());
+                }
+            }));
         }
         measure(&done, &stop, secs, tasks).await
     })
@@ -180,14 +185,22 @@ async fn measure(
     rate
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
-    let mut secs = 2.0;
-    let mut window = 64;
+    let mut secs = 1.0;
+    let mut window = 16;
+    let mut rounds = 3;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        let mut num = |d: f64| args.next().and_then(|v| v.parse().ok()).unwrap_or(d);
         match a.as_str() {
-            "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
-            "--window" => window = args.next().and_then(|v| v.parse().ok()).unwrap_or(window),
+            "--secs" => secs = num(secs),
+            "--window" => window = num(window as f64) as usize,
+            "--rounds" => rounds = num(rounds as f64) as usize,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -195,10 +208,15 @@ fn main() {
     let echo = start_echo_server();
     let mut last = (0.0, 0.0);
     for conns in [1, 16] {
-        let c = run_slave(slave, conns, window, secs);
-        let f = run_floor(echo, conns, window, secs);
+        // Alternate slave and floor runs so that load from elsewhere hits both alike.
+        let (mut cs, mut fs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds.max(1) {
+            cs.push(run_slave(slave, conns, window, secs));
+            fs.push(run_floor(echo, conns, window, secs));
+        }
+        let (c, f) = (median(cs), median(fs));
         println!(
-            "slave conns={conns} window={window}: calls_per_s={c:.0} floor_per_s={f:.0} ratio={:.3}",
+            "slave conns={conns} window={window} (median of {rounds}): calls_per_s={c:.0} floor_per_s={f:.0} ratio={:.3}",
             c / f
         );
         last = (c, f);

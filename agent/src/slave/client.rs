@@ -155,7 +155,12 @@ impl Connection {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
-            let mut t = self.inner.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = self
+                .inner
+                .shared
+                .table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(why) = &t.closed {
                 return Err(ClientError::Disconnected(why.clone()));
             }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::error::{protocol as code, RpcError};
-use super::frame::{Decoder, Frame, FrameError, DEFAULT_MAX_FRAME};
+use super::frame::{DecodeError, Decoder, Frame, FrameError, DEFAULT_MAX_FRAME};
 use super::graph::{ids, Dispatch, Method, Protocol};
 
 /// Control channel message ids (Cocaine's `control` protocol).
@@ -125,9 +125,8 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, wr) = tokio::io::split(stream);
-    let (out, out_rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_frames(wr, out_rx));
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (out, mut out_rx) = mpsc::unbounded_channel();
     let decoder = Decoder::new(opts.max_frame);
     let mut state = Session {
         service,
@@ -136,60 +135,90 @@ pub async fn serve<S>(
         local_addr: opts.local_addr,
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    'read: loop {
+    // Encoded replies not yet written, and how much of them has been.
+    let mut pending: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut written = 0;
+    // One task reads and writes, so a synchronous reply goes out without a task switch;
+    // neither direction waits for the other, and reading pauses while output backs up.
+    'session: loop {
+        while pending.len() < HIGH_WATER {
+            match out_rx.try_recv() {
+                Ok(f) => f.encode(&mut pending),
+                Err(_) => break,
+            }
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
-        let n = tokio::select! {
-            r = rd.read_buf(&mut buf) => match r {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::debug!("slave session read: {e}");
-                    break;
-                }
-            },
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
-        if n == 0 {
-            break;
-        }
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    if !state.on_frame(frame) {
-                        break 'read;
+        tokio::select! {
+            r = rd.read_buf(&mut buf), if pending.len() < HIGH_WATER => {
+                match r {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!("slave session read: {e}");
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!("slave session: bad frame: {e}");
-                    let code = match e.error {
-                        FrameError::TooLarge { .. } => code::FRAME_TOO_LARGE,
-                        _ => code::MALFORMED_FRAME,
-                    };
-                    let err = RpcError::protocol(code, e.error.to_string());
-                    match e.channel {
-                        Some(ch) if e.error.recoverable() && ch != control::CHANNEL => {
-                            state.streams.remove(&ch);
-                            state.reply(ch).error(err);
+                loop {
+                    match decoder.decode(&mut buf) {
+                        Ok(Some(frame)) => {
+                            if !state.on_frame(frame) {
+                                break 'session;
+                            }
                         }
-                        _ => {
-                            state.goaway(err);
-                            break 'read;
+                        Ok(None) => break,
+                        Err(e) => {
+                            if !state.on_bad_frame(e) {
+                                break 'session;
+                            }
                         }
                     }
                 }
             }
+            r = wr.write(&pending[written..]), if written < pending.len() => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    written += n;
+                    if written == pending.len() {
+                        pending.clear();
+                        written = 0;
+                    }
+                }
+            },
+            f = out_rx.recv(), if pending.is_empty() => {
+                if let Some(f) = f {
+                    f.encode(&mut pending);
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    // Streaming handlers see their callers go; the writer drains what handlers still send.
+    // Streaming handlers see their callers go; replies still in flight go out, within
+    // DRAIN: a handler that holds its channel open forever does not hold the connection.
     drop(state);
-    let mut writer = writer;
-    if tokio::time::timeout(DRAIN, &mut writer).await.is_err() {
-        // A handler still holds the channel open; the connection goes anyway.
-        writer.abort();
+    let drain = async {
+        loop {
+            if written < pending.len() {
+                wr.write_all(&pending[written..]).await?;
+                pending.clear();
+                written = 0;
+            }
+            match out_rx.recv().await {
+                Some(f) => f.encode(&mut pending),
+                None => return wr.shutdown().await,
+            }
+        }
+    };
+    match tokio::time::timeout(DRAIN, drain).await {
+        Ok(Err(e)) => tracing::debug!("slave session write: {e}"),
+        Ok(Ok(())) => {}
+        Err(_) => tracing::debug!("slave session: replies still pending after {DRAIN:?}; closing"),
     }
 }
+
+/// Encoded output above which a session stops reading requests until it has written.
+const HIGH_WATER: usize = 256 * 1024;
 
 /// How long replies still in flight may take to go out after the read side ended.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -215,6 +244,27 @@ impl Session {
             control::GOAWAY,
             vec![Value::Array(err.to_args())],
         ));
+    }
+
+    /// Answers a frame that could not be decoded; false ends the session.
+    fn on_bad_frame(&mut self, e: DecodeError) -> bool {
+        tracing::debug!("slave session: bad frame: {e}");
+        let code = match e.error {
+            FrameError::TooLarge { .. } => code::FRAME_TOO_LARGE,
+            _ => code::MALFORMED_FRAME,
+        };
+        let err = RpcError::protocol(code, e.error.to_string());
+        match e.channel {
+            Some(ch) if e.error.recoverable() && ch != control::CHANNEL => {
+                self.streams.remove(&ch);
+                self.reply(ch).error(err);
+                true
+            }
+            _ => {
+                self.goaway(err);
+                false
+            }
+        }
     }
 
     /// Handles one frame; false ends the session.
