@@ -235,6 +235,24 @@ fn test_gateway_fails_over_when_a_node_dies() {
                 .unwrap();
         }
         assert_eq!(ports.len(), 2, "round-robin reached both nodes");
+
+        // The random policy reaches both nodes too (all 30 on one: p = 2^-29).
+        let random_cfg = SlaveConfig {
+            policy: sosna_agent::slave::gateway::Policy::Random,
+            ..cfg.clone()
+        };
+        let random = sosna_agent::slave::start(&random_cfg, &dir.path().join("gw2"), Vec::new())
+            .await
+            .unwrap();
+        let rloc = LocatorClient::connect(&random.locator_addr.to_string())
+            .await
+            .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            seen.insert(rloc.resolve("storage").await.unwrap().endpoints[0].1);
+        }
+        assert_eq!(seen, ports, "random policy");
+        random.stop().await;
         let a_storage = LocatorClient::connect(&a.locator)
             .await
             .unwrap()

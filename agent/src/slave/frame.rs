@@ -210,7 +210,7 @@ fn fast_frame(bytes: &[u8]) -> Option<Frame> {
     let channel = rmp::decode::read_int::<u64, _>(&mut rd).ok()?;
     let ty = rmp::decode::read_int::<u64, _>(&mut rd).ok()?;
     let argc = rmp::decode::read_array_len(&mut rd).ok()?;
-    let mut args = Vec::with_capacity(argc as usize);
+    let mut args = Vec::with_capacity((argc as usize).min(1024));
     for _ in 0..argc {
         args.push(rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH).ok()?);
     }
