@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use rmpv::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::RpcError;
 use super::frame::{Decoder, Frame, DEFAULT_MAX_FRAME};
 use super::graph::{ids, parse_graph, RemoteMethod};
 use super::locator::LocatorMethod;
-use super::session::{control, write_frames};
+use super::session::control;
 use super::storage::StorageMethod;
 
 #[derive(Debug, thiserror::Error)]
@@ -103,11 +103,9 @@ impl Connection {
 
     /// Runs the protocol over any byte stream; spawns the reader and writer tasks.
     pub fn over<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> Connection {
-        let (rd, wr) = tokio::io::split(stream);
         let (out, out_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
-        tokio::spawn(write_frames(wr, out_rx));
-        tokio::spawn(read_frames(rd, shared.clone()));
+        tokio::spawn(run_io(stream, shared.clone(), out_rx));
         Connection {
             inner: Arc::new(Inner {
                 out,
@@ -334,66 +332,121 @@ impl Channel {
     }
 }
 
-async fn read_frames<R: AsyncRead>(rd: R, shared: Arc<Shared>) {
+/// The connection's one I/O task: writes what callers queue and hands replies to their
+/// channels, neither direction waiting for the other. Ends when the peer closes or every
+/// handle is gone.
+async fn run_io<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    shared: Arc<Shared>,
+    mut out_rx: mpsc::UnboundedReceiver<Frame>,
+) {
+    let (rd, wr) = tokio::io::split(stream);
     tokio::pin!(rd);
+    tokio::pin!(wr);
     let decoder = Decoder::new(DEFAULT_MAX_FRAME);
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let why = 'read: loop {
+    let mut pending: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut written = 0;
+    let mut frames = Vec::new();
+    let why = loop {
+        while pending.len() < 256 * 1024 {
+            match out_rx.try_recv() {
+                Ok(f) => f.encode(&mut pending),
+                Err(_) => break,
+            }
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => break "closed by the peer".to_string(),
-            Ok(_) => {}
-            Err(e) => break e.to_string(),
-        }
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(f)) if f.channel == control::CHANNEL => match f.ty {
-                    // Pings are ours, echoed: wake the oldest waiter.
-                    control::PING => {
-                        let mut t = shared.table.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(w) = t.pings.pop_front() {
-                            let _ = w.send(());
-                        }
-                    }
-                    control::GOAWAY => {
-                        let err = f
-                            .args
-                            .first()
-                            .and_then(Value::as_array)
-                            .map(|a| RpcError::from_args(a).to_string())
-                            .unwrap_or_else(|| "goaway".into());
-                        break 'read format!("goaway from the peer: {err}");
-                    }
-                    _ => {}
-                },
-                Ok(Some(f)) => {
-                    let mut t = shared.table.lock().unwrap_or_else(|p| p.into_inner());
-                    match t.channels.get(&f.channel) {
-                        Some(Slot::Many(tx)) => {
-                            let _ = tx.send(f);
-                        }
-                        Some(Slot::Once(_)) => {
-                            if let Some(Slot::Once(tx)) = t.channels.remove(&f.channel) {
-                                let _ = tx.send(f);
-                            }
-                        }
-                        None => {}
-                    }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => {
+                match r {
+                    Ok(0) => break "closed by the peer".to_string(),
+                    Ok(_) => {}
+                    Err(e) => break e.to_string(),
                 }
-                Ok(None) => break,
-                Err(e) if e.error.recoverable() => {
-                    tracing::debug!("slave client: skipping bad frame: {e}");
+                let end = loop {
+                    match decoder.decode(&mut buf) {
+                        Ok(Some(f)) => frames.push(f),
+                        Ok(None) => break None,
+                        Err(e) if e.error.recoverable() => {
+                            tracing::debug!("slave client: skipping bad frame: {e}");
+                        }
+                        Err(e) => break Some(format!("bad frame from the peer: {e}")),
+                    }
+                };
+                if let Some(why) = deliver(&shared, &mut frames).or(end) {
+                    break why;
                 }
-                Err(e) => break 'read format!("bad frame from the peer: {e}"),
             }
+            r = wr.write(&pending[written..]), if written < pending.len() => match r {
+                Ok(0) => break "connection closed while writing".to_string(),
+                Err(e) => break e.to_string(),
+                Ok(n) => {
+                    written += n;
+                    if written == pending.len() {
+                        pending.clear();
+                        written = 0;
+                    }
+                }
+            },
+            f = out_rx.recv(), if pending.is_empty() => match f {
+                Some(f) => f.encode(&mut pending),
+                None => {
+                    // Every handle is gone; nobody waits for anything.
+                    let _ = wr.shutdown().await;
+                    break "connection dropped".to_string();
+                }
+            },
         }
     };
     let mut t = shared.table.lock().unwrap_or_else(|p| p.into_inner());
     t.closed = Some(why);
     t.channels.clear();
     t.pings.clear();
+}
+
+/// Hands decoded frames to their channels under one lock; `Some(reason)` on a goaway.
+fn deliver(shared: &Shared, frames: &mut Vec<Frame>) -> Option<String> {
+    if frames.is_empty() {
+        return None;
+    }
+    let mut t = shared.table.lock().unwrap_or_else(|p| p.into_inner());
+    for f in frames.drain(..) {
+        if f.channel == control::CHANNEL {
+            match f.ty {
+                // Pings are ours, echoed: wake the oldest waiter.
+                control::PING => {
+                    if let Some(w) = t.pings.pop_front() {
+                        let _ = w.send(());
+                    }
+                }
+                control::GOAWAY => {
+                    let err = f
+                        .args
+                        .first()
+                        .and_then(Value::as_array)
+                        .map(|a| RpcError::from_args(a).to_string())
+                        .unwrap_or_else(|| "goaway".into());
+                    return Some(format!("goaway from the peer: {err}"));
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match t.channels.get(&f.channel) {
+            Some(Slot::Many(tx)) => {
+                let _ = tx.send(f);
+            }
+            Some(Slot::Once(_)) => {
+                if let Some(Slot::Once(tx)) = t.channels.remove(&f.channel) {
+                    let _ = tx.send(f);
+                }
+            }
+            None => {}
+        }
+    }
+    None
 }
 
 /// What `resolve` returns.

@@ -351,27 +351,6 @@ impl Session {
     }
 }
 
-/// Encodes frames as they come and writes them in batches; ends when every sender is gone.
-pub(crate) async fn write_frames<W: AsyncWrite>(wr: W, mut rx: mpsc::UnboundedReceiver<Frame>) {
-    tokio::pin!(wr);
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(frame) = rx.recv().await {
-        frame.encode(&mut buf);
-        while buf.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(f) => f.encode(&mut buf),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = wr.write_all(&buf).await {
-            tracing::debug!("slave session write: {e}");
-            return;
-        }
-        buf.clear();
-    }
-    let _ = wr.shutdown().await;
-}
-
 /// Accepts TCP connections for `service` until `shutdown` turns true.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
