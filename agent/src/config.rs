@@ -4,7 +4,7 @@
 //! Every field has a default, so an absent file (or an empty one) boots a working miner.
 //! Unknown fields are errors: a typo must not silently fall back to a default.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,6 +55,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub power: PowerConfig,
     pub runtime: RuntimeConfig,
+    pub slave: SlaveConfig,
     /// Helper daemons the agent starts and supervises, in order.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -70,6 +71,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             power: PowerConfig::default(),
             runtime: RuntimeConfig::default(),
+            slave: SlaveConfig::default(),
             services: Vec::new(),
         }
     }
@@ -181,6 +183,43 @@ impl Default for PowerConfig {
         PowerConfig {
             ctrl_alt_del: PowerAction::Reboot,
             stop_timeout_secs: 5,
+        }
+    }
+}
+
+/// The slave protocol (DESIGN §2): locator and services.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaveConfig {
+    /// Serve the locator, storage and logging services.
+    pub enabled: bool,
+    /// Address the locator and services listen on.
+    pub listen: IpAddr,
+    /// The locator's port; services take ephemeral ports and are found through it.
+    pub locator_port: u16,
+    /// Also serve the locator on this unix socket; empty for none.
+    pub socket: String,
+    /// Largest accepted frame, in bytes.
+    pub max_frame_bytes: usize,
+    /// Gateway mode: other nodes' locators as `host:port`; empty for a plain locator.
+    pub gateway_peers: Vec<String>,
+    /// Gateway choice among live nodes: `round-robin` or `random`.
+    pub policy: crate::slave::gateway::Policy,
+    /// Gateway health probe interval, in milliseconds.
+    pub health_interval_ms: u64,
+}
+
+impl Default for SlaveConfig {
+    fn default() -> Self {
+        SlaveConfig {
+            enabled: true,
+            listen: IpAddr::from([0, 0, 0, 0]),
+            locator_port: 10053,
+            socket: String::new(),
+            max_frame_bytes: crate::slave::frame::DEFAULT_MAX_FRAME,
+            gateway_peers: Vec::new(),
+            policy: crate::slave::gateway::Policy::RoundRobin,
+            health_interval_ms: 1000,
         }
     }
 }
@@ -317,6 +356,28 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let slave = &self.slave;
+        if slave.max_frame_bytes < 64 {
+            return Err(invalid(
+                "slave.max_frame_bytes",
+                "must be at least 64".into(),
+            ));
+        }
+        if slave.health_interval_ms < 10 {
+            return Err(invalid(
+                "slave.health_interval_ms",
+                "must be at least 10".into(),
+            ));
+        }
+        if let Some(bad) = slave.gateway_peers.iter().find(|p| {
+            p.rsplit_once(':')
+                .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+        }) {
+            return Err(invalid(
+                "slave.gateway_peers",
+                format!("{bad:?} is not host:port"),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for svc in &self.services {
             if svc.name.is_empty() || !names.insert(svc.name.as_str()) {
@@ -443,6 +504,11 @@ mod tests {
                 "network.address",
             ),
             ("[network]\naddress = \"10.0.0.1/8\"", "network.address"),
+            (
+                "[slave]\ngateway_peers = [\"nohost\"]",
+                "slave.gateway_peers",
+            ),
+            ("[slave]\nmax_frame_bytes = 3", "slave.max_frame_bytes"),
             (
                 "[[service]]\nname = \"a\"\ncommand = [\"rel\"]",
                 "service.command",

@@ -18,5 +18,6 @@ pub mod power_button;
 pub mod reaper;
 pub mod runtime;
 pub mod shutdown;
+pub mod slave;
 pub mod status;
 pub mod supervisor;

@@ -97,6 +97,19 @@ enum Command {
     /// (internal) Supervise one container; started by the agent.
     #[command(hide = true)]
     Shim { dir: PathBuf },
+    /// Call a slave-protocol service, e.g. `sosna call storage read apps key`.
+    Call {
+        /// The locator to resolve the service with.
+        #[arg(long, default_value = "127.0.0.1:10053")]
+        locator: String,
+        /// Seconds to wait for the whole reply.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        service: String,
+        method: String,
+        /// Arguments: JSON values, or plain strings when not JSON.
+        args: Vec<String>,
+    },
     /// Ask PID 1 (on the sosna image) to power off.
     Poweroff,
     /// Ask PID 1 (on the sosna image) to reboot.
@@ -278,6 +291,24 @@ fn main() -> anyhow::Result<()> {
         Command::Gc { agent } => {
             let v = call(&agent, Request::Gc {}).await_blocking()?;
             println!("{v}");
+        }
+        Command::Call {
+            locator,
+            timeout,
+            service,
+            method,
+            args,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let timeout = std::time::Duration::from_secs(timeout);
+            let call = sosna_agent::slave::client::call_cli(&locator, &service, &method, &args);
+            let lines = rt.block_on(async { tokio::time::timeout(timeout, call).await });
+            let lines = lines.with_context(|| format!("no reply within {timeout:?}"))??;
+            for line in lines {
+                println!("{line}");
+            }
         }
         Command::Poweroff => ask_init(PowerRequest::Poweroff)?,
         Command::Reboot => ask_init(PowerRequest::Reboot)?,

@@ -2,6 +2,7 @@
 //! (PID 1 only), supervised services, the READY line, and waiting for a power request.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -39,6 +40,13 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
         .then(|| start_runtime(config, &reaper))
         .flatten();
     let supervisor = Supervisor::start(&reaper, &config.services, grace);
+    // The runtime, if any, is the slave's `node` service.
+    let node_service = runtime.iter().map(|rt| {
+        let apps = crate::runtime::apps::RuntimeApps::new(rt.clone());
+        Arc::new(crate::slave::node::NodeService(Arc::new(apps)))
+            as Arc<dyn crate::slave::session::Service>
+    });
+    let slave = crate::slave::start_for(config, node_service.collect()).await;
     println!("{}", status::ready_line());
     if mode == Mode::Init {
         // Each module costs a signature check; those not needed for READY load after it.
@@ -52,6 +60,9 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
     tracing::info!("{why}: shutting down");
     if let Some(rt) = runtime {
         rt.stop_all().await;
+    }
+    if let Some(slave) = slave {
+        slave.stop().await;
     }
     supervisor.stop().await;
     let _ = stop_reaper.send(true);

@@ -40,6 +40,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 struct Fixture {
     dir: tempfile::TempDir,
+    locator: std::net::SocketAddr,
     registry: LocalRegistry,
     daemon: Child,
     socket: PathBuf,
@@ -68,12 +69,20 @@ impl Fixture {
         .unwrap();
         let socket = dir.path().join("agent.sock");
         let config = dir.path().join("config.toml");
+        // Each daemon's locator on its own loopback port: tests run side by side.
+        let locator = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{}\"\n[log]\nlevel = \"info\"\n[runtime]\nsocket = \"{}\"\n\
+                "state_dir = \"{}\"\n[log]\nlevel = \"info\"\n\
+                 [slave]\nlisten = \"127.0.0.1\"\nlocator_port = {}\n\
+                 [runtime]\nsocket = \"{}\"\n\
                  insecure_registries = [\"{}\"]\n{extra_runtime_config}\n",
                 dir.path().join("state").display(),
+                locator.port(),
                 socket.display(),
                 registry.host()
             ),
@@ -89,6 +98,7 @@ impl Fixture {
             .unwrap();
         let f = Fixture {
             dir,
+            locator,
             registry,
             daemon,
             socket,
@@ -541,4 +551,45 @@ fn multi_arch_index_resolves_to_the_requested_platform() {
         e.contains("no riscv64 image") && e.contains("linux/arm64"),
         "{e}"
     );
+}
+
+/// The Slave protocol's `node` service drives the same runtime: apps are named containers.
+#[test]
+fn node_service_starts_lists_and_stops_apps() {
+    if !root() {
+        return;
+    }
+    let f = Fixture::new("");
+    let call = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sosna"))
+            .arg("call")
+            .arg("--locator")
+            .arg(f.locator.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            text + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    f.until("locator answers", || call(&["node", "list"]).0);
+    let profile = json!({"image": f.image, "args": ["sleep", "60"]}).to_string();
+    let (ok, out) = call(&["node", "start_app", "worker", &profile]);
+    assert!(ok, "{out}");
+    let (_, out) = call(&["node", "start_app", "worker", &profile]);
+    assert!(out.contains("already running"), "{out}");
+    let (ok, out) = call(&["node", "list"]);
+    assert!(ok && out.contains("worker"), "{out}");
+    f.until("worker running", || f.ps().iter().any(|c| c.running));
+    let (ok, out) = call(&["node", "info", "worker"]);
+    assert!(ok && out.contains("\"running\":true"), "{out}");
+    let (ok, out) = call(&["node", "start_app", "bad", r#"{"image": ""}"#]);
+    assert!(!ok && out.contains("image"), "{out}");
+    let (ok, out) = call(&["node", "pause_app", "worker"]);
+    assert!(ok, "{out}");
+    assert!(f.ps().is_empty(), "container left after pause_app");
+    let (_, out) = call(&["node", "info", "worker"]);
+    assert!(out.contains("no app"), "{out}");
 }

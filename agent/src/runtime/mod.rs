@@ -5,6 +5,7 @@
 //! `containers/ID/` (bundle, plan, logs, outcome). libcontainer's own state is in `/run`.
 
 pub mod api;
+pub mod apps;
 pub mod build;
 pub mod pull;
 pub mod registry;
