@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod build;
+pub mod network;
 pub mod pull;
 pub mod registry;
 pub mod seccomp;
@@ -52,6 +53,8 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("network: {0}")]
+    Network(#[from] network::NetworkError),
     #[error("start shim for {id}: {source}")]
     Shim { id: String, source: std::io::Error },
 }
@@ -97,6 +100,8 @@ struct Entry {
     restarts: u32,
     /// Set by kill: an operator's stop is not a crash to restart from.
     stopped: bool,
+    /// Its addresses under `network = "nat"` (kept across restarts).
+    net: Option<network::NatPlan>,
     outcome: watch::Sender<Option<Outcome>>,
 }
 
@@ -113,6 +118,11 @@ struct Inner {
     reaper: Reaper,
     containers: Mutex<BTreeMap<String, Entry>>,
     pull_lock: tokio::sync::Mutex<()>,
+    /// The host's NAT table, installed when the first NAT container starts: the
+    /// nameservers containers are given.
+    nat: tokio::sync::OnceCell<Vec<std::net::Ipv4Addr>>,
+    /// Held while a NAT container's addresses are chosen and recorded.
+    nat_alloc: tokio::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -138,6 +148,8 @@ impl Runtime {
                 reaper,
                 containers: Mutex::new(BTreeMap::new()),
                 pull_lock: tokio::sync::Mutex::new(()),
+                nat: tokio::sync::OnceCell::new(),
+                nat_alloc: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -231,8 +243,19 @@ impl Runtime {
         let defaults = spec::ImageDefaults::from_config(&config)?;
         let id = new_id();
         let cgroup = format!("/sosna/{id}");
-        let spec = spec::build(&id, &task, &defaults, &cgroup)?;
+        let mut spec = spec::build(&id, &task, &defaults, &cgroup)?;
         let dir = self.container_dir(&id);
+        let _nat_alloc = self.inner.nat_alloc.lock().await;
+        let nat = match task.network {
+            task::NetworkMode::None => None,
+            task::NetworkMode::Nat => match self.prepare_nat(&id, &dir, &mut spec).await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            },
+        };
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let plan = shim::Plan {
             id: id.clone(),
@@ -246,6 +269,7 @@ impl Runtime {
             timeout_secs: task.timeout_secs,
             log_cap_bytes: self.inner.cfg.log_cap_bytes,
             cgroup_path: cgroup,
+            nat,
         };
         let write = |name: &str, json: Vec<u8>| {
             let p = dir.join(name);
@@ -261,6 +285,7 @@ impl Runtime {
             return Err(e);
         }
         let (tx, _) = watch::channel(None);
+        let net = plan.nat.clone();
         self.lock().insert(
             id.clone(),
             Entry {
@@ -271,14 +296,54 @@ impl Runtime {
                 restarts: 0,
                 stopped: false,
                 outcome: tx,
+                net,
             },
         );
+        drop(_nat_alloc);
         if let Err(e) = self.start_shim(&id) {
             self.lock().remove(&id);
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// Installs the host's NAT once, picks the container's addresses and gives it the
+    /// host's nameservers.
+    async fn prepare_nat(
+        &self,
+        id: &str,
+        dir: &Path,
+        spec: &mut oci_spec::runtime::Spec,
+    ) -> Result<network::NatPlan, RuntimeError> {
+        let dns = self
+            .inner
+            .nat
+            .get_or_try_init(|| async {
+                let dns = network::nameservers(
+                    &fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                );
+                let servers = dns.clone();
+                tokio::task::spawn_blocking(move || network::ensure_nat(&servers))
+                    .await
+                    .expect("nat setup panicked")?;
+                tracing::info!("container NAT installed; nameservers {dns:?}");
+                Ok::<_, RuntimeError>(dns)
+            })
+            .await?;
+        let mut taken = network::host_ipv4_addrs().await?;
+        taken.extend(
+            self.lock()
+                .values()
+                .filter_map(|e| e.net.as_ref())
+                .map(|n| n.host_addr),
+        );
+        let plan = network::allocate(id, &taken)?;
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let resolv = dir.join("resolv.conf");
+        fs::write(&resolv, network::resolv_conf(dns)).map_err(io_err(&resolv))?;
+        network::add_resolv_mount(spec, &resolv)?;
+        Ok(plan)
     }
 
     fn start_shim(&self, id: &str) -> Result<(), RuntimeError> {
