@@ -524,6 +524,12 @@ impl Runtime {
         for id in &ids {
             let _ = self.wait(id).await;
         }
+        if self.inner.nat.initialized() {
+            match tokio::task::spawn_blocking(network::remove_nat).await {
+                Ok(Err(e)) => tracing::warn!("remove container NAT: {e}"),
+                _ => tracing::info!("container NAT removed"),
+            }
+        }
     }
 
     fn container_pid(&self, id: &str) -> Option<i32> {

@@ -352,6 +352,19 @@ pub fn remove_nat() -> Result<(), NetworkError> {
     nft::send(&b.finish())
 }
 
+/// Whether the `ip sosna` table is installed.
+pub fn nat_installed() -> Result<bool, NetworkError> {
+    match nft::send(&nft::get_table(TABLE)) {
+        Ok(()) => Ok(true),
+        Err(NetworkError::Nftables { source, .. })
+            if source.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 const TABLE: &str = "sosna";
 
 /// The whole `ip sosna` table as one nfnetlink batch:
@@ -460,6 +473,7 @@ pub mod nft {
     const NFPROTO_IPV4: u8 = 2;
 
     pub const NFT_MSG_NEWTABLE: u16 = 0;
+    const NFT_MSG_GETTABLE: u16 = 1;
     pub const NFT_MSG_DELTABLE: u16 = 2;
     const NFT_MSG_NEWCHAIN: u16 = 3;
     const NFT_MSG_NEWRULE: u16 = 6;
@@ -680,6 +694,22 @@ pub mod nft {
                 bytes: self.buf,
                 ops: self.ops,
             }
+        }
+    }
+
+    /// A lone query for table `name` (queries travel outside batches).
+    pub fn get_table(name: &str) -> Wire {
+        let mut b = Batch {
+            buf: Vec::new(),
+            seq: 0,
+            ops: Vec::new(),
+        };
+        b.op(NFT_MSG_GETTABLE, 0, format!("get table ip {name}"), |m| {
+            string(m, 1, name)
+        });
+        Wire {
+            bytes: b.buf,
+            ops: b.ops,
         }
     }
 
