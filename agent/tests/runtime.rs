@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sosna_agent::runtime::api::{Client, Request};
 use sosna_agent::runtime::build::{self, busybox_layer, Image, LayerBuilder};
+use sosna_agent::runtime::network;
 use sosna_agent::runtime::registry::LocalRegistry;
 use sosna_agent::runtime::store::{Digest, Store};
-use sosna_agent::runtime::network;
 use sosna_agent::runtime::task::NetworkMode;
 use sosna_agent::runtime::{pull, ContainerInfo, Outcome, TaskSpec};
 
@@ -172,6 +172,11 @@ impl Fixture {
         for d in ["rootfs", "upper", "work"] {
             assert!(!cdir.join(d).exists(), "{d} left for {id}");
         }
+        // A NAT container's veth (its kernel-side teardown may trail the shim a little).
+        let veth = format!("{}{}", network::HOST_IF_PREFIX, &id[..8]);
+        self.until("the container's veth to go", || {
+            !network::host_links().unwrap().contains(&veth)
+        });
     }
 
     fn ps(&self) -> Vec<ContainerInfo> {
@@ -543,7 +548,10 @@ fn multi_arch_index_resolves_to_the_requested_platform() {
 
 /// Runs `ip ARGS` (iproute2, on the dev host only) and insists it works.
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("iproute2 is installed");
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2 is installed");
     assert!(
         out.status.success(),
         "ip {}: {}",
@@ -589,7 +597,10 @@ impl Outside {
             let ns = std::fs::File::open(&ns_path).unwrap();
             use std::os::fd::AsRawFd;
             // SAFETY: a valid namespace fd; only this thread moves.
-            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
             let l = std::net::TcpListener::bind(("0.0.0.0", ECHO_PORT)).unwrap();
             tx.send(()).unwrap();
             serve_echo(l);
@@ -603,7 +614,9 @@ impl Drop for Outside {
     fn drop(&mut self) {
         // The echo thread keeps the namespace alive until the test process ends; the veth
         // goes now.
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
@@ -614,7 +627,10 @@ fn serve_echo(l: std::net::TcpListener) {
         std::thread::spawn(move || {
             let mut line = String::new();
             let mut r = std::io::BufReader::new(&conn);
-            let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let peer = conn
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
             if r.read_line(&mut line).is_ok() {
                 let _ = (&conn).write_all(format!("echo:{peer}:{line}").as_bytes());
             }
@@ -700,10 +716,6 @@ fn nat_reaches_the_internet_but_not_the_host_or_private_networks() {
     assert!(network::nat_installed().unwrap(), "the agent installs NAT");
     // Nothing of the container's network outlives it.
     f.assert_cleaned_up(&id);
-    let veth = format!("sx{}", &id[..8]);
-    f.until("the veth to go", || {
-        !network::host_links().unwrap().contains(&veth)
-    });
     let addrs = f.rt.block_on(network::host_ipv4_addrs()).unwrap();
     assert!(
         !addrs.iter().any(|a| a.octets()[..2] == [10, 89]),
@@ -716,7 +728,30 @@ fn nat_reaches_the_internet_but_not_the_host_or_private_networks() {
     assert!(o.error.is_none(), "{o:?}");
     assert!(out.contains("inet=1"), "{out}");
     assert!(!out.contains("echo:"), "{out}");
+
+    // The CLI asks for it the same way.
+    let out = Command::new(env!("CARGO_BIN_EXE_sosna"))
+        .args([
+            "run",
+            "--network",
+            "nat",
+            &f.image,
+            "--",
+            "ls",
+            "/sys/class/net",
+        ])
+        .env("SOSNA_SOCKET", &f.socket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "eth0\nlo\n",
+        "{out:?}"
+    );
     drop(f);
-    assert!(!network::nat_installed().unwrap(), "the agent removes NAT when it stops");
+    assert!(
+        !network::nat_installed().unwrap(),
+        "the agent removes NAT when it stops"
+    );
     drop(outside);
 }

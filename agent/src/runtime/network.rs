@@ -96,10 +96,9 @@ impl NatPlan {
 pub fn allocate(id: &str, taken: &[Ipv4Addr]) -> Result<NatPlan, NetworkError> {
     let slots = 1u32 << (SLOT_PREFIX - POOL_PREFIX);
     // FNV-1a: stable across runs and builds, unlike std's hasher.
-    let start = id
-        .bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
-        % slots;
+    let start = id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    }) % slots;
     let base = u32::from(POOL);
     let block = |a: &Ipv4Addr| u32::from(*a) & !3;
     for i in 0..slots {
@@ -135,7 +134,10 @@ pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
 }
 
 pub fn resolv_conf(servers: &[Ipv4Addr]) -> String {
-    servers.iter().map(|s| format!("nameserver {s}\n")).collect()
+    servers
+        .iter()
+        .map(|s| format!("nameserver {s}\n"))
+        .collect()
 }
 
 /// Bind-mounts `path` read-only at the container's /etc/resolv.conf.
@@ -180,8 +182,8 @@ pub async fn host_ipv4_addrs() -> Result<Vec<Ipv4Addr>, NetworkError> {
     let mut s = handle.address().get().execute();
     while let Some(msg) = s.try_next().await.map_err(nl("list addresses"))? {
         for attr in msg.attributes {
-            if let AddressAttribute::Address(IpAddr::V4(a)) | AddressAttribute::Local(IpAddr::V4(a)) =
-                attr
+            if let AddressAttribute::Address(IpAddr::V4(a))
+            | AddressAttribute::Local(IpAddr::V4(a)) = attr
             {
                 out.push(a);
             }
@@ -346,7 +348,7 @@ pub fn ensure_nat(dns: &[Ipv4Addr]) -> Result<(), NetworkError> {
 
 /// Removes the `ip sosna` table (agent shutdown, tests); absent is fine.
 pub fn remove_nat() -> Result<(), NetworkError> {
-    let mut b = nft::Batch::new();
+    let mut b = nft::Batch::begin();
     b.table(nft::NFT_MSG_NEWTABLE, TABLE);
     b.table(nft::NFT_MSG_DELTABLE, TABLE);
     nft::send(&b.finish())
@@ -406,7 +408,7 @@ pub fn nat_ruleset(dns: &[Ipv4Addr]) -> nft::Wire {
     const DADDR: u32 = 16;
     let pool = (POOL, POOL_PREFIX);
 
-    let mut b = nft::Batch::new();
+    let mut b = nft::Batch::begin();
     b.table(nft::NFT_MSG_NEWTABLE, TABLE);
     b.table(nft::NFT_MSG_DELTABLE, TABLE);
     b.table(nft::NFT_MSG_NEWTABLE, TABLE);
@@ -605,7 +607,7 @@ pub mod nft {
     }
 
     impl Batch {
-        pub fn new() -> Batch {
+        pub fn begin() -> Batch {
             let mut b = Batch {
                 buf: Vec::new(),
                 seq: 0,
@@ -830,7 +832,10 @@ mod tests {
 
         // Any address in the block makes it taken; the next block is used instead.
         let b = allocate("0123456789abcdef", &[Ipv4Addr::from(host + 2)]).unwrap();
-        assert_eq!(u32::from(b.host_addr), (host + 4) % (1 << 16) | (host & 0xffff_0000));
+        assert_eq!(
+            u32::from(b.host_addr),
+            ((host + 4) & 0xffff) | (host & 0xffff_0000)
+        );
         assert_ne!(allocate("fedcba9876543210", &[]).unwrap(), a);
 
         // Wraps around the end of the pool, and says so when full.
@@ -882,7 +887,16 @@ mod tests {
 
         let mut m = Vec::new();
         nft::encode_expr(&mut m, &nft::Expr::Masquerade);
-        assert_eq!(m, [&[16u8, 0, 1, 0x80][..], &[9, 0, 1, 0], b"masq\0", &[0, 0, 0]].concat());
+        assert_eq!(
+            m,
+            [
+                &[16u8, 0, 1, 0x80][..],
+                &[9, 0, 1, 0],
+                b"masq\0",
+                &[0, 0, 0]
+            ]
+            .concat()
+        );
     }
 
     #[test]

@@ -219,6 +219,17 @@ mod tests {
     }
 
     #[test]
+    fn network_modes_parse() {
+        let t: TaskSpec = serde_json::from_str(r#"{"image":"x","network":"nat"}"#).unwrap();
+        assert_eq!(t.network, NetworkMode::Nat);
+        assert_eq!("none".parse::<NetworkMode>(), Ok(NetworkMode::None));
+        assert!("host"
+            .parse::<NetworkMode>()
+            .unwrap_err()
+            .contains("none, nat"));
+    }
+
+    #[test]
     fn users_parse() {
         assert_eq!(parse_user("root").unwrap(), (0, 0));
         assert_eq!(parse_user("1000").unwrap(), (1000, 1000));
