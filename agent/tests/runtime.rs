@@ -685,6 +685,7 @@ fn nat_reaches_the_internet_but_not_the_host_or_private_networks() {
                   try 198.51.100.2 7007 inet; try 192.168.251.2 7007 lan; \
                   try 192.168.251.1 7008 host; try 198.51.100.1 7008 hostpub; \
                   set -- $(ip route show default); try $3 7008 gateway; \
+                  echo ipv6off=$(cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6); \
                   ls /sys/class/net; ip -4 addr show eth0; cat /etc/resolv.conf";
     let mut t = f.task(&["sh", "-c", script]);
     t.network = NetworkMode::Nat;
@@ -710,6 +711,7 @@ fn nat_reaches_the_internet_but_not_the_host_or_private_networks() {
     assert_eq!(out.matches("echo:").count(), 1, "{out}");
     assert!(out.contains("eth0\nlo\n"), "{out}");
     assert!(out.contains("inet 10.89."), "{out}");
+    assert!(out.contains("ipv6off=1"), "{out}");
     let dns = network::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap());
     assert!(out.contains(&format!("nameserver {}", dns[0])), "{out}");
 

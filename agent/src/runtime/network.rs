@@ -250,6 +250,7 @@ pub fn attach(plan: &NatPlan, netns: &Path) -> Result<(), NetworkError> {
             .await
             .map_err(nl(format!("move {peer} into {}", netns.display())))?;
         let host_index = need_index(&handle, &plan.host_if).await?;
+        disable_ipv6(&plan.host_if)?;
         handle
             .address()
             .add(host_index, plan.host_addr.into(), plan.prefix_len)
@@ -281,6 +282,22 @@ pub fn attach(plan: &NatPlan, netns: &Path) -> Result<(), NetworkError> {
     .map_err(|_| io_err("configure eth0")(io::Error::other("thread panicked")))?
 }
 
+/// The firewall is IPv4-only, so the link must carry no IPv6 at all: not even link-local
+/// addresses, through which the container could reach the host's services. Must run in
+/// the link's namespace (/proc/sys/net is the reader's).
+fn disable_ipv6(ifname: &str) -> Result<(), NetworkError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        // A kernel without IPv6 has nothing to disable.
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound && !Path::new("/proc/sys/net/ipv6").exists() =>
+        {
+            Ok(())
+        }
+        r => r.map_err(io_err(format!("write {path}"))),
+    }
+}
+
 async fn configure_inside(plan: &NatPlan, peer: &str) -> Result<(), NetworkError> {
     let handle = connect()?;
     let lo = need_index(&handle, "lo").await?;
@@ -297,6 +314,7 @@ async fn configure_inside(plan: &NatPlan, peer: &str) -> Result<(), NetworkError
         .execute()
         .await
         .map_err(nl("rename the container's veth to eth0"))?;
+    disable_ipv6("eth0")?;
     handle
         .address()
         .add(index, plan.container_addr.into(), plan.prefix_len)
