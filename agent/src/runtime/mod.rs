@@ -245,7 +245,7 @@ impl Runtime {
         let cgroup = format!("/sosna/{id}");
         let mut spec = spec::build(&id, &task, &defaults, &cgroup)?;
         let dir = self.container_dir(&id);
-        let _nat_alloc = self.inner.nat_alloc.lock().await;
+        let alloc_guard = self.inner.nat_alloc.lock().await;
         let nat = match task.network {
             task::NetworkMode::None => None,
             task::NetworkMode::Nat => match self.prepare_nat(&id, &dir, &mut spec).await {
@@ -299,7 +299,7 @@ impl Runtime {
                 net,
             },
         );
-        drop(_nat_alloc);
+        drop(alloc_guard);
         if let Err(e) = self.start_shim(&id) {
             self.lock().remove(&id);
             let _ = fs::remove_dir_all(&dir);
@@ -308,8 +308,7 @@ impl Runtime {
         Ok(id)
     }
 
-    /// Installs the host's NAT once, picks the container's addresses and gives it the
-    /// host's nameservers.
+    /// Installs the host's NAT once (the first NAT container), then the container's link.
     async fn prepare_nat(
         &self,
         id: &str,
@@ -320,30 +319,15 @@ impl Runtime {
             .inner
             .nat
             .get_or_try_init(|| async {
-                let dns = network::nameservers(
-                    &fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-                );
-                let servers = dns.clone();
-                tokio::task::spawn_blocking(move || network::ensure_nat(&servers))
+                tokio::task::spawn_blocking(network::install_nat)
                     .await
-                    .expect("nat setup panicked")?;
-                tracing::info!("container NAT installed; nameservers {dns:?}");
-                Ok::<_, RuntimeError>(dns)
+                    .expect("NAT setup panicked")
             })
             .await?;
-        let mut taken = network::host_ipv4_addrs().await?;
-        taken.extend(
-            self.lock()
-                .values()
-                .filter_map(|e| e.net.as_ref())
-                .map(|n| n.host_addr),
-        );
-        let plan = network::allocate(id, &taken)?;
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let resolv = dir.join("resolv.conf");
-        fs::write(&resolv, network::resolv_conf(dns)).map_err(io_err(&resolv))?;
-        network::add_resolv_mount(spec, &resolv)?;
-        Ok(plan)
+        let planned: Vec<_> = (self.lock().values())
+            .filter_map(|e| e.net.as_ref().map(|n| n.host_addr))
+            .collect();
+        Ok(network::prepare(id, dir, spec, dns, planned).await?)
     }
 
     fn start_shim(&self, id: &str) -> Result<(), RuntimeError> {

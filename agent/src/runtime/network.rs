@@ -355,6 +355,35 @@ pub fn detach(plan: &NatPlan) -> Result<(), NetworkError> {
     })?
 }
 
+/// [`ensure_nat`] with the nameservers of the host's /etc/resolv.conf, which it returns
+/// for the containers' resolv.conf.
+pub fn install_nat() -> Result<Vec<Ipv4Addr>, NetworkError> {
+    let dns = nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    ensure_nat(&dns)?;
+    tracing::info!("container NAT installed; nameservers {dns:?}");
+    Ok(dns)
+}
+
+/// A container's link, decided before it exists: addresses clear of the host's and of
+/// `planned` (other containers'), and its resolv.conf written into `dir` and bind-mounted
+/// by `spec`.
+pub async fn prepare(
+    id: &str,
+    dir: &Path,
+    spec: &mut oci_spec::runtime::Spec,
+    dns: &[Ipv4Addr],
+    mut planned: Vec<Ipv4Addr>,
+) -> Result<NatPlan, NetworkError> {
+    planned.extend(host_ipv4_addrs().await?);
+    let plan = allocate(id, &planned)?;
+    std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, resolv_conf(dns))
+        .map_err(io_err(format!("write {}", resolv.display())))?;
+    add_resolv_mount(spec, &resolv)?;
+    Ok(plan)
+}
+
 /// Host-wide NAT, idempotent: IPv4 forwarding on, and the `ip sosna` table replaced in one
 /// transaction (so a change of nameservers takes effect and nothing is half-installed).
 pub fn ensure_nat(dns: &[Ipv4Addr]) -> Result<(), NetworkError> {

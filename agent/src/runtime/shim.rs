@@ -128,18 +128,18 @@ fn run(dir: &Path, plan: &Plan) -> Result<Outcome, String> {
         .with_no_pivot(root_is_ramfs())
         .build()
         .map_err(|e| format!("create: {e}"))?;
-    // The init exists and waits for start: its network namespace can be wired now.
-    if let Some(nat) = &plan.nat {
-        let pid = container.pid().ok_or("created container has no pid")?;
-        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        super::network::attach(nat, &netns).map_err(|e| format!("network: {e}"))?;
-    }
     // From here on the builder's copies of the pipe's write ends are gone; ours close when
     // the container's processes exit, which ends the log copiers.
     let copiers = [
         spawn_copier(out_r, dir.join(STDOUT), plan.log_cap_bytes),
         spawn_copier(err_r, dir.join(STDERR), plan.log_cap_bytes),
     ];
+    // The init exists and waits for start: its network namespace can be wired now.
+    if let Some(nat) = &plan.nat {
+        let pid = container.pid().ok_or("created container has no pid")?;
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        super::network::attach(nat, &netns).map_err(|e| format!("network: {e}"))?;
+    }
     container.start().map_err(|e| format!("start: {e}"))?;
     let pid = container.pid().ok_or("started container has no pid")?;
     let _ = fs::write(dir.join(PID), pid.to_string());
