@@ -209,7 +209,8 @@ async fn need_index(handle: &Handle, name: &str) -> Result<u32, NetworkError> {
         .ok_or_else(|| NetworkError::NoLink(name.into()))
 }
 
-/// Names of the host's links (tests and diagnostics).
+/// Names of the host's links (tests and diagnostics). Blocking, like [`attach`] and
+/// [`detach`]: each runs its own small tokio runtime, so none may be called from async code.
 pub fn host_links() -> Result<Vec<String>, NetworkError> {
     block_on(async {
         let handle = connect()?;
@@ -972,6 +973,19 @@ mod tests {
         assert!(wire
             .windows(4)
             .any(|w| w == Ipv4Addr::new(10, 255, 255, 53).octets()));
+    }
+
+    #[test]
+    fn resolv_conf_is_bound_read_only() {
+        let mut spec = oci_spec::runtime::Spec::default();
+        let before = spec.mounts().as_ref().map_or(0, Vec::len);
+        add_resolv_mount(&mut spec, Path::new("/c/resolv.conf")).unwrap();
+        let mounts = spec.mounts().as_ref().unwrap();
+        assert_eq!(mounts.len(), before + 1);
+        let m = mounts.last().unwrap();
+        assert_eq!(m.destination(), Path::new("/etc/resolv.conf"));
+        assert_eq!(m.source().as_deref(), Some(Path::new("/c/resolv.conf")));
+        assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
     }
 
     #[test]
