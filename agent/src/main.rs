@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use sosna_agent::config::{Config, Role, DEFAULT_PATH, EXAMPLE};
 use sosna_agent::power::{signal_for, PowerRequest};
 use sosna_agent::runtime::api::{self, Request};
-use sosna_agent::runtime::task::Restart;
+use sosna_agent::runtime::task::{NetworkMode, Restart};
 use sosna_agent::runtime::{shim, ContainerInfo, Outcome, TaskSpec};
 
 #[derive(Parser)]
@@ -161,6 +161,9 @@ struct RunArgs {
     /// never | on-failure | always
     #[arg(long, default_value = "never", value_parser = parse_restart)]
     restart: Restart,
+    /// none (loopback only) | nat (a veth to the host, NATed out of its uplink)
+    #[arg(long, default_value = "none")]
+    network: NetworkMode,
     #[command(flatten)]
     agent: AgentSocket,
 }
@@ -353,6 +356,7 @@ fn run_container(a: RunArgs) -> anyhow::Result<i32> {
         writable_rootfs: a.writable,
         tmpfs: a.tmpfs,
         restart: a.restart,
+        network: a.network,
         ..Default::default()
     };
     if let Some(m) = a.memory {

@@ -46,6 +46,9 @@ role = "hub"
 state_dir = "{state}"
 [runtime]
 socket = "{state}/agent.sock"
+[slave]
+listen = "127.0.0.1"
+locator_port = 0
 
 [[service]]
 name = "crasher"

@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sosna_agent::runtime::api::{Client, Request};
 use sosna_agent::runtime::build::{self, busybox_layer, Image, LayerBuilder};
+use sosna_agent::runtime::network;
 use sosna_agent::runtime::registry::LocalRegistry;
 use sosna_agent::runtime::store::{Digest, Store};
+use sosna_agent::runtime::task::NetworkMode;
 use sosna_agent::runtime::{pull, ContainerInfo, Outcome, TaskSpec};
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "ps", "hostname", "sleep", "head", "tr", "wc", "yes", "seq",
-    "unshare", "true", "false", "grep", "pwd", "env", "id", "uname", "dd", "touch",
+    "unshare", "true", "false", "grep", "pwd", "env", "id", "uname", "dd", "touch", "nc", "ip",
 ];
 
 fn root() -> bool {
@@ -180,6 +182,11 @@ impl Fixture {
         for d in ["rootfs", "upper", "work"] {
             assert!(!cdir.join(d).exists(), "{d} left for {id}");
         }
+        // A NAT container's veth (its kernel-side teardown may trail the shim a little).
+        let veth = format!("{}{}", network::HOST_IF_PREFIX, &id[..8]);
+        self.until("the container's veth to go", || {
+            !network::host_links().unwrap().contains(&veth)
+        });
     }
 
     fn ps(&self) -> Vec<ContainerInfo> {
@@ -592,4 +599,216 @@ fn node_service_starts_lists_and_stops_apps() {
     assert!(f.ps().is_empty(), "container left after pause_app");
     let (_, out) = call(&["node", "info", "worker"]);
     assert!(out.contains("no app"), "{out}");
+}
+
+/// Runs `ip ARGS` (iproute2, on the dev host only) and insists it works.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2 is installed");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stands in for the internet and for the host's LAN: a network namespace behind a veth,
+/// with 198.51.100.2 (public) and 192.168.251.2 (private) and a one-line TCP echo on
+/// every address that names the peer it saw; the host side has 198.51.100.1 and 192.168.251.1.
+struct Outside {
+    ns: String,
+    host_if: String,
+}
+
+const ECHO_PORT: u16 = 7007;
+
+impl Outside {
+    fn new() -> Outside {
+        let tag = std::process::id() % 100_000;
+        let o = Outside {
+            ns: format!("sosna-inet-{tag}"),
+            host_if: format!("sosna-o{tag}"),
+        };
+        ip(&["netns", "add", &o.ns]);
+        ip(&[
+            "link", "add", &o.host_if, "type", "veth", "peer", "name", "eth0", "netns", &o.ns,
+        ]);
+        for a in ["198.51.100.1/24", "192.168.251.1/24"] {
+            ip(&["addr", "add", a, "dev", &o.host_if]);
+        }
+        ip(&["link", "set", &o.host_if, "up"]);
+        for a in ["198.51.100.2/24", "192.168.251.2/24"] {
+            ip(&["-n", &o.ns, "addr", "add", a, "dev", "eth0"]);
+        }
+        ip(&["-n", &o.ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &o.ns, "link", "set", "lo", "up"]);
+        // No route back to the containers' pool: only NAT (the host's address) gets answers.
+        let ns_path = format!("/run/netns/{}", o.ns);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&ns_path).unwrap();
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid namespace fd; only this thread moves.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let l = std::net::TcpListener::bind(("0.0.0.0", ECHO_PORT)).unwrap();
+            tx.send(()).unwrap();
+            serve_echo(l);
+        });
+        rx.recv().unwrap();
+        o
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        // The echo thread keeps the namespace alive until the test process ends; the veth
+        // goes now.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn serve_echo(l: std::net::TcpListener) {
+    use std::io::{BufRead, Write};
+    for conn in l.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut r = std::io::BufReader::new(&conn);
+            let peer = conn
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            if r.read_line(&mut line).is_ok() {
+                let _ = (&conn).write_all(format!("echo:{peer}:{line}").as_bytes());
+            }
+        });
+    }
+}
+
+fn echo_from_host(addr: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect_timeout(
+        &format!("{addr}:{port}").parse().unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("host cannot reach {addr}:{port}: {e}"));
+    c.write_all(b"host\n").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn nat_reaches_the_internet_but_not_the_host_or_private_networks() {
+    if !root() {
+        return;
+    }
+    let outside = Outside::new();
+    // A service of the host's own, on all of its addresses.
+    let host_port = 7008;
+    let host_svc = std::net::TcpListener::bind(("0.0.0.0", host_port)).unwrap();
+    std::thread::spawn(move || serve_echo(host_svc));
+    // All three services are there for whoever may reach them.
+    assert_eq!(
+        echo_from_host("198.51.100.2", ECHO_PORT),
+        "echo:198.51.100.1:host\n"
+    );
+    assert_eq!(
+        echo_from_host("192.168.251.2", ECHO_PORT),
+        "echo:192.168.251.1:host\n"
+    );
+    assert_eq!(
+        echo_from_host("192.168.251.1", host_port),
+        "echo:192.168.251.1:host\n"
+    );
+    assert_eq!(
+        echo_from_host("198.51.100.1", host_port),
+        "echo:198.51.100.1:host\n"
+    );
+
+    let f = Fixture::new("");
+    let script = "try() { echo hi | nc -w 2 $1 $2; echo \"$3=$?\"; }; \
+                  try 198.51.100.2 7007 inet; try 192.168.251.2 7007 lan; \
+                  try 192.168.251.1 7008 host; try 198.51.100.1 7008 hostpub; \
+                  set -- $(ip route show default); try $3 7008 gateway; \
+                  echo ipv6off=$(cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6); \
+                  ls /sys/class/net; ip -4 addr show eth0; cat /etc/resolv.conf";
+    let mut t = f.task(&["sh", "-c", script]);
+    t.network = NetworkMode::Nat;
+    t.timeout_secs = 60;
+    let id = f.start(t.clone());
+    let o: Outcome =
+        serde_json::from_value(f.call(Request::Wait { id: id.clone() }).unwrap()).unwrap();
+    let logs = f.call(Request::Logs { id: id.clone() }).unwrap();
+    let (out, err) = (
+        logs["stdout"].as_str().unwrap(),
+        logs["stderr"].as_str().unwrap(),
+    );
+    assert_eq!(o.exit_code, Some(0), "{o:?}\n{out}\n{err}\n{}", f.log());
+    // Answered, and seen as coming from the host: masqueraded.
+    assert!(out.contains("echo:198.51.100.1:hi\ninet=0"), "{out}\n{err}");
+    for blocked in ["lan", "host", "hostpub", "gateway"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{blocked}=")) && l != format!("{blocked}=0")),
+            "{blocked} must be unreachable:\n{out}\n{err}"
+        );
+    }
+    assert_eq!(out.matches("echo:").count(), 1, "{out}");
+    assert!(out.contains("eth0\nlo\n"), "{out}");
+    assert!(out.contains("inet 10.89."), "{out}");
+    assert!(out.contains("ipv6off=1"), "{out}");
+    let dns = network::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap());
+    assert!(out.contains(&format!("nameserver {}", dns[0])), "{out}");
+
+    assert!(network::nat_installed().unwrap(), "the agent installs NAT");
+    // Nothing of the container's network outlives it.
+    f.assert_cleaned_up(&id);
+    let addrs = f.rt.block_on(network::host_ipv4_addrs()).unwrap();
+    assert!(
+        !addrs.iter().any(|a| a.octets()[..2] == [10, 89]),
+        "pool address left: {addrs:?}"
+    );
+
+    // The same without network: nothing but loopback.
+    t.network = NetworkMode::None;
+    let (o, out, _) = f.run(t);
+    assert!(o.error.is_none(), "{o:?}");
+    assert!(out.contains("inet=1"), "{out}");
+    assert!(!out.contains("echo:"), "{out}");
+
+    // The CLI asks for it the same way.
+    let out = Command::new(env!("CARGO_BIN_EXE_sosna"))
+        .args([
+            "run",
+            "--network",
+            "nat",
+            &f.image,
+            "--",
+            "ls",
+            "/sys/class/net",
+        ])
+        .env("SOSNA_SOCKET", &f.socket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "eth0\nlo\n",
+        "{out:?}"
+    );
+    drop(f);
+    assert!(
+        !network::nat_installed().unwrap(),
+        "the agent removes NAT when it stops"
+    );
+    drop(outside);
 }

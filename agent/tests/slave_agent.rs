@@ -28,13 +28,13 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{}\"\n[log]\nlevel = \"debug\"\n[slave]\nlisten = \"127.0.0.1\"\nlocator_port = 0\n",
+                "state_dir = \"{}\"\n[log]\nlevel = \"debug\"\n[runtime]\nenabled = false\n[slave]\nlisten = \"127.0.0.1\"\nlocator_port = 0\n",
                 state.display()
             ),
         )
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sosna"))
-            .args(["run", "--config"])
+            .args(["daemon", "--config"])
             .arg(&config)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod apps;
 pub mod build;
+pub mod network;
 pub mod pull;
 pub mod registry;
 pub mod seccomp;
@@ -53,6 +54,8 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("network: {0}")]
+    Network(#[from] network::NetworkError),
     #[error("start shim for {id}: {source}")]
     Shim { id: String, source: std::io::Error },
 }
@@ -98,6 +101,8 @@ struct Entry {
     restarts: u32,
     /// Set by kill: an operator's stop is not a crash to restart from.
     stopped: bool,
+    /// Its addresses under `network = "nat"` (kept across restarts).
+    net: Option<network::NatPlan>,
     outcome: watch::Sender<Option<Outcome>>,
 }
 
@@ -114,6 +119,11 @@ struct Inner {
     reaper: Reaper,
     containers: Mutex<BTreeMap<String, Entry>>,
     pull_lock: tokio::sync::Mutex<()>,
+    /// The host's NAT table, installed when the first NAT container starts: the
+    /// nameservers containers are given.
+    nat: tokio::sync::OnceCell<Vec<std::net::Ipv4Addr>>,
+    /// Held while a NAT container's addresses are chosen and recorded.
+    nat_alloc: tokio::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -139,6 +149,8 @@ impl Runtime {
                 reaper,
                 containers: Mutex::new(BTreeMap::new()),
                 pull_lock: tokio::sync::Mutex::new(()),
+                nat: tokio::sync::OnceCell::new(),
+                nat_alloc: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -232,8 +244,19 @@ impl Runtime {
         let defaults = spec::ImageDefaults::from_config(&config)?;
         let id = new_id();
         let cgroup = format!("/sosna/{id}");
-        let spec = spec::build(&id, &task, &defaults, &cgroup)?;
+        let mut spec = spec::build(&id, &task, &defaults, &cgroup)?;
         let dir = self.container_dir(&id);
+        let alloc_guard = self.inner.nat_alloc.lock().await;
+        let nat = match task.network {
+            task::NetworkMode::None => None,
+            task::NetworkMode::Nat => match self.prepare_nat(&id, &dir, &mut spec).await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            },
+        };
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let plan = shim::Plan {
             id: id.clone(),
@@ -247,6 +270,7 @@ impl Runtime {
             timeout_secs: task.timeout_secs,
             log_cap_bytes: self.inner.cfg.log_cap_bytes,
             cgroup_path: cgroup,
+            nat,
         };
         let write = |name: &str, json: Vec<u8>| {
             let p = dir.join(name);
@@ -262,6 +286,7 @@ impl Runtime {
             return Err(e);
         }
         let (tx, _) = watch::channel(None);
+        let net = plan.nat.clone();
         self.lock().insert(
             id.clone(),
             Entry {
@@ -272,14 +297,38 @@ impl Runtime {
                 restarts: 0,
                 stopped: false,
                 outcome: tx,
+                net,
             },
         );
+        drop(alloc_guard);
         if let Err(e) = self.start_shim(&id) {
             self.lock().remove(&id);
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// Installs the host's NAT once (the first NAT container), then the container's link.
+    async fn prepare_nat(
+        &self,
+        id: &str,
+        dir: &Path,
+        spec: &mut oci_spec::runtime::Spec,
+    ) -> Result<network::NatPlan, RuntimeError> {
+        let dns = self
+            .inner
+            .nat
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(network::install_nat)
+                    .await
+                    .expect("NAT setup panicked")
+            })
+            .await?;
+        let planned: Vec<_> = (self.lock().values())
+            .filter_map(|e| e.net.as_ref().map(|n| n.host_addr))
+            .collect();
+        Ok(network::prepare(id, dir, spec, dns, planned).await?)
     }
 
     fn start_shim(&self, id: &str) -> Result<(), RuntimeError> {
@@ -459,6 +508,12 @@ impl Runtime {
         }
         for id in &ids {
             let _ = self.wait(id).await;
+        }
+        if self.inner.nat.initialized() {
+            match tokio::task::spawn_blocking(network::remove_nat).await {
+                Ok(Err(e)) => tracing::warn!("remove container NAT: {e}"),
+                _ => tracing::info!("container NAT removed"),
+            }
         }
     }
 

@@ -40,6 +40,9 @@ pub struct Plan {
     pub timeout_secs: u64,
     pub log_cap_bytes: u64,
     pub cgroup_path: String,
+    /// The container's veth and addresses, for `network = "nat"`.
+    #[serde(default)]
+    pub nat: Option<super::network::NatPlan>,
 }
 
 /// How a container ended, and what it used.
@@ -130,6 +133,12 @@ fn run(dir: &Path, plan: &Plan) -> Result<Outcome, String> {
         spawn_copier(out_r, dir.join(STDOUT), plan.log_cap_bytes),
         spawn_copier(err_r, dir.join(STDERR), plan.log_cap_bytes),
     ];
+    // The init exists and waits for start: its network namespace can be wired now.
+    if let Some(nat) = &plan.nat {
+        let pid = container.pid().ok_or("created container has no pid")?;
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        super::network::attach(nat, &netns).map_err(|e| format!("network: {e}"))?;
+    }
     container.start().map_err(|e| format!("start: {e}"))?;
     let pid = container.pid().ok_or("started container has no pid")?;
     let _ = fs::write(dir.join(PID), pid.to_string());
@@ -360,6 +369,11 @@ fn teardown(dir: &Path, plan: &Plan) {
     if let Ok(mut c) = Container::load(plan.runtime_root.join(&plan.id)) {
         if let Err(e) = c.delete(true) {
             tracing::warn!("delete {}: {e}", plan.id);
+        }
+    }
+    if let Some(nat) = &plan.nat {
+        if let Err(e) = super::network::detach(nat) {
+            tracing::warn!("network teardown {}: {e}", plan.id);
         }
     }
     let rootfs = dir.join("rootfs");

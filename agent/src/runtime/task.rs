@@ -88,6 +88,20 @@ impl Default for Resources {
 pub enum NetworkMode {
     /// A private network namespace with only loopback.
     None,
+    /// A private network namespace with a veth to the host, NATed out of its uplink; the
+    /// host itself and private networks stay out of reach.
+    Nat,
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "nat" => Ok(NetworkMode::Nat),
+            _ => Err(format!("{s:?} is not a network mode (none, nat)")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +216,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("host"), "{e}");
+    }
+
+    #[test]
+    fn network_modes_parse() {
+        let t: TaskSpec = serde_json::from_str(r#"{"image":"x","network":"nat"}"#).unwrap();
+        assert_eq!(t.network, NetworkMode::Nat);
+        assert_eq!("none".parse::<NetworkMode>(), Ok(NetworkMode::None));
+        assert!("host"
+            .parse::<NetworkMode>()
+            .unwrap_err()
+            .contains("none, nat"));
     }
 
     #[test]
