@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# Builds sosna's boot artifacts into target/image/x86_64/:
-#   vmlinux          uncompressed kernel (PVH boot with qemu -kernel)
-#   initramfs.cpio   static agent as /init + boot modules
-#   manifest.txt     kernel release, sizes, sha256s
-# Needs apt-get, dpkg-deb and depmod (./dev installs them). The kernel .deb is cached in
-# ~/.cache/sosna; it is extracted there, never installed on this host.
+# Builds sosna's boot artifacts for one architecture (x86_64, the default, or aarch64) into
+# target/image/ARCH/:
+#   vmlinux (x86_64)  uncompressed kernel (PVH boot with qemu -kernel)
+#   Image (aarch64)   the kernel as Debian ships it (uncompressed arm64 Image)
+#   initramfs.cpio    static agent as /init + boot modules
+#   manifest.txt      kernel release, sizes, sha256s
+# Usage: image/build.sh [x86_64|aarch64]   (or SOSNA_ARCH)
+# Needs apt-get, dpkg-deb and depmod, and for aarch64 the cross gcc and libseccomp-dev:arm64
+# (./dev installs them). The kernel .deb is cached in ~/.cache/sosna; it is extracted there,
+# never installed on this host.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-target=x86_64-unknown-linux-gnu
-out=${SOSNA_IMAGE_DIR:-$root/target/image/x86_64}
+arch=${1:-${SOSNA_ARCH:-x86_64}}
+case "$arch" in
+  x86_64)  debarch=amd64; target=x86_64-unknown-linux-gnu; gnu=x86_64-linux-gnu ;;
+  aarch64) debarch=arm64; target=aarch64-unknown-linux-gnu; gnu=aarch64-linux-gnu
+           # Cross toolchain for the linker and the C parts (ring, zstd, libseccomp).
+           export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+           export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+           export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar ;;
+  *) echo "image: unknown architecture $arch (x86_64 or aarch64)" >&2; exit 2 ;;
+esac
+out=${SOSNA_IMAGE_DIR:-$root/target/image/$arch}
 cache=${SOSNA_CACHE:-$HOME/.cache/sosna}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 
@@ -20,15 +33,16 @@ for tool in apt-get apt-cache dpkg-deb depmod cargo; do
 done
 mkdir -p "$cache" "$out"
 
-step "resolving Debian's linux-image-amd64"
-pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[ -n "$pkg" ] || { echo "image: apt knows no linux-image-amd64 (run apt-get update)" >&2; exit 1; }
+step "resolving Debian's linux-image-$debarch"
+pkg=$(apt-cache depends "linux-image-$debarch:$debarch" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+pkg=${pkg%:*}
+[ -n "$pkg" ] || { echo "image: apt knows no linux-image-$debarch (run ./dev deps)" >&2; exit 1; }
 release=${pkg#linux-image-}
 kroot=$cache/kernel-$release
 if [ ! -f "$kroot/.extracted" ]; then
   step "downloading $pkg"
-  (cd "$cache" && apt-get download -q "$pkg" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true)
-  deb=$(ls "$cache/${pkg}"_*.deb | sort | tail -n 1)
+  (cd "$cache" && apt-get download -q "$pkg:$debarch" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true)
+  deb=$(ls "$cache/${pkg}"_*_"$debarch".deb | sort | tail -n 1)
   [ -f "$deb" ] || { echo "image: download of $pkg failed" >&2; exit 1; }
   rm -rf "$kroot" && mkdir -p "$kroot"
   dpkg-deb -x "$deb" "$kroot"
@@ -37,18 +51,18 @@ if [ ! -f "$kroot/.extracted" ]; then
 fi
 echo "kernel $release" >&2
 
-step "building the static agent"
+step "building the static agent for $target"
 # crt-static gives one self-contained binary. Cargo names workspace sources by relative
 # path; remapping the registry path keeps dependency paths out of the binary too.
 # libseccomp (for containers' seccomp filters) is linked statically from Debian's .a.
-LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
+LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/$gnu \
 RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
   cargo build --release --locked --target "$target" -p sosna-agent --bin sosna
 agent=${CARGO_TARGET_DIR:-$root/target}/$target/release/sosna
 
 step "assembling"
-cargo run --release --locked -q -p sosna-image -- \
+cargo run --release --locked -q -p sosna-image -- --arch "$arch" \
   --kernel-root "$kroot" --release "$release" --agent "$agent" \
-  --modules "$root/image/modules.list" --deferred-modules "$root/image/modules-deferred.list" \
+  --modules "$root/image/modules-$arch.list" --deferred-modules "$root/image/modules-deferred.list" \
   --ca-bundle /etc/ssl/certs/ca-certificates.crt \
   --out "$out"

@@ -1,6 +1,7 @@
-//! The ACPI power button as a poweroff request: what QMP `system_powerdown`, a VM host's
-//! "shut down" and a short press on a rig's button send. The kernel only turns it into an
-//! input event, so PID 1 reads it from evdev.
+//! The power button as a poweroff request: what QMP `system_powerdown`, a VM host's
+//! "shut down" and a short press on a rig's or board's button send. The kernel only turns it
+//! into an input event (ACPI "Power Button" on PCs, a `gpio-keys` KEY_POWER on ARM boards
+//! and QEMU virt), so PID 1 reads it from evdev.
 
 use std::path::{Path, PathBuf};
 
@@ -11,17 +12,42 @@ const KEY_POWER: u16 = 116;
 /// `struct input_event` on 64-bit: timeval (16 bytes), type, code (u16 each), value (i32).
 const EVENT_SIZE: usize = 24;
 
-/// The /dev/input node of the device named "Power Button", if the kernel has one.
+/// The /dev/input node of the power button: the ACPI "Power Button", else a `gpio-keys`
+/// device that has KEY_POWER. (Keyboards list KEY_POWER too, so names come first.)
 fn find_device() -> Option<PathBuf> {
-    std::fs::read_dir("/sys/class/input")
+    let events: Vec<PathBuf> = std::fs::read_dir("/sys/class/input")
         .ok()?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("event"))
-        .find(|e| {
-            std::fs::read_to_string(e.path().join("device/name"))
-                .is_ok_and(|n| n.trim() == "Power Button")
+        .map(|e| e.path())
+        .collect();
+    let name = |p: &PathBuf| std::fs::read_to_string(p.join("device/name")).unwrap_or_default();
+    let has_power_key = |p: &PathBuf| {
+        std::fs::read_to_string(p.join("device/capabilities/key"))
+            .is_ok_and(|bits| has_bit(&bits, KEY_POWER))
+    };
+    events
+        .iter()
+        .find(|p| name(p).trim() == "Power Button")
+        .or_else(|| {
+            events
+                .iter()
+                .find(|p| name(p).trim() == "gpio-keys" && has_power_key(p))
         })
-        .map(|e| Path::new("/dev/input").join(e.file_name()))
+        .and_then(|p| p.file_name())
+        .map(|f| Path::new("/dev/input").join(f))
+}
+
+/// Whether sysfs's capability bitmap (hex words, most significant first, 64 bits each on
+/// the 64-bit machines we run on) has `bit` set.
+fn has_bit(bitmap: &str, bit: u16) -> bool {
+    let word = usize::from(bit / 64);
+    bitmap
+        .split_whitespace()
+        .rev()
+        .nth(word)
+        .and_then(|w| u64::from_str_radix(w, 16).ok())
+        .is_some_and(|w| w & (1 << (bit % 64)) != 0)
 }
 
 /// True for a key-press of KEY_POWER.
@@ -76,6 +102,15 @@ impl PowerButton {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capability_bitmaps_are_read_word_by_word() {
+        // gpio-keys on QEMU virt: only KEY_POWER (116 = word 1, bit 52).
+        assert!(has_bit("10000000000000 0", KEY_POWER));
+        assert!(!has_bit("0", KEY_POWER));
+        assert!(!has_bit("10000000000000", KEY_POWER));
+        assert!(!has_bit("garbage 0", KEY_POWER));
+    }
 
     fn event(kind: u16, code: u16, value: i32) -> [u8; EVENT_SIZE] {
         let mut e = [0u8; EVENT_SIZE];

@@ -11,6 +11,9 @@ use sosna_image::{initramfs, vmlinux};
 #[derive(Parser)]
 #[command(about = "Assemble sosna's vmlinux and initramfs")]
 struct Args {
+    /// Target architecture: x86_64 (PVH vmlinux) or aarch64 (arm64 Image).
+    #[arg(long, value_enum, default_value = "x86_64")]
+    arch: Arch,
     /// Root of the extracted kernel package (after depmod).
     #[arg(long)]
     kernel_root: PathBuf,
@@ -32,6 +35,14 @@ struct Args {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Arch {
+    #[value(name = "x86_64")]
+    X86_64,
+    #[value(name = "aarch64")]
+    Aarch64,
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -56,13 +67,30 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
 
-    let bz_path = args
+    let vmlinuz = args
         .kernel_root
         .join(format!("boot/vmlinuz-{}", args.release));
-    eprintln!("image: extracting vmlinux from {}", bz_path.display());
-    let bz = std::fs::read(&bz_path).with_context(|| format!("read {}", bz_path.display()))?;
-    let elf = vmlinux::extract(&bz).with_context(|| format!("extract {}", bz_path.display()))?;
-    write(&args.out.join("vmlinux"), &elf)?;
+    let packaged =
+        std::fs::read(&vmlinuz).with_context(|| format!("read {}", vmlinuz.display()))?;
+    // x86 boots fastest as an uncompressed ELF via PVH; Debian's arm64 kernel already is an
+    // uncompressed Image that QEMU and boards load directly.
+    let (kernel_name, kernel) = match args.arch {
+        Arch::X86_64 => {
+            eprintln!("image: extracting vmlinux from {}", vmlinuz.display());
+            let elf = vmlinux::extract(&packaged)
+                .with_context(|| format!("extract {}", vmlinuz.display()))?;
+            ("vmlinux", elf)
+        }
+        Arch::Aarch64 => {
+            anyhow::ensure!(
+                packaged.get(56..60) == Some(b"ARMd"),
+                "{} is not an uncompressed arm64 Image",
+                vmlinuz.display()
+            );
+            ("Image", packaged)
+        }
+    };
+    write(&args.out.join(kernel_name), &kernel)?;
 
     eprintln!("image: assembling initramfs");
     let read_list = |path: &Path| -> anyhow::Result<Vec<String>> {
@@ -84,10 +112,10 @@ fn main() -> anyhow::Result<()> {
     write(&args.out.join("initramfs.cpio"), &c.archive)?;
 
     let manifest = format!(
-        "kernel_release={}\nvmlinux_bytes={}\nvmlinux_sha256={}\ninitramfs_bytes={}\ninitramfs_sha256={}\nagent_bytes={}\nmodules={}\nmodule_bytes={}\n",
+        "kernel_release={}\nkernel_file={kernel_name}\nkernel_bytes={}\nkernel_sha256={}\ninitramfs_bytes={}\ninitramfs_sha256={}\nagent_bytes={}\nmodules={}\nmodule_bytes={}\n",
         args.release,
-        elf.len(),
-        sha256(&elf),
+        kernel.len(),
+        sha256(&kernel),
         c.archive.len(),
         sha256(&c.archive),
         c.agent_bytes,
@@ -96,9 +124,9 @@ fn main() -> anyhow::Result<()> {
     );
     write(&args.out.join("manifest.txt"), manifest.as_bytes())?;
     eprintln!(
-        "image: done in {}\n  vmlinux    {:>10} bytes\n  initramfs  {:>10} bytes (agent {}, {} modules {})\n  initramfs sha256 {}",
+        "image: done in {}\n  {kernel_name:<10} {:>10} bytes\n  initramfs  {:>10} bytes (agent {}, {} modules {})\n  initramfs sha256 {}",
         args.out.display(),
-        elf.len(),
+        kernel.len(),
         c.archive.len(),
         c.agent_bytes,
         c.modules.len(),

@@ -36,26 +36,128 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
     move |source| HarnessError::Io { what, source }
 }
 
+/// A guest architecture. Everything that differs between them (qemu binary, machine,
+/// console, kernel format, busybox) is decided here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    /// `$SOSNA_ARCH` (`x86_64` or `aarch64`), else x86_64.
+    pub fn from_env() -> Arch {
+        match std::env::var("SOSNA_ARCH").as_deref() {
+            Ok("aarch64") => Arch::Aarch64,
+            _ => Arch::X86_64,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The OCI platform architecture.
+    pub fn oci(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    fn qemu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// `pc` for the i8042 (Ctrl-Alt-Del) and ACPI button; on ARM `virt` with a core that
+    /// TCG emulates quickly (`max` is several times slower).
+    fn machine(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &["-M", "pc"],
+            Arch::Aarch64 => &["-M", "virt", "-cpu", "cortex-a72"],
+        }
+    }
+
+    fn kernel_file(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "vmlinux",
+            Arch::Aarch64 => "Image",
+        }
+    }
+
+    /// Kernel arguments for a quiet, fast boot on this machine's serial console.
+    pub fn boot_args(self) -> &'static str {
+        match self {
+            Arch::X86_64 => {
+                "console=ttyS0 quiet mitigations=off nokaslr cryptomgr.notests \
+                 tsc=reliable no_timer_check i8042.noaux panic=-1"
+            }
+            Arch::Aarch64 => {
+                "console=ttyAMA0 quiet mitigations=off nokaslr cryptomgr.notests panic=-1"
+            }
+        }
+    }
+
+    /// Whether this host could run the guest under KVM at all.
+    fn native(self) -> bool {
+        self.name() == std::env::consts::ARCH
+    }
+
+    /// Debian's static busybox for this architecture: the host's own, or the arm64 one
+    /// `./dev deps` extracts into the cache.
+    pub fn busybox(self) -> Result<Vec<u8>, HarnessError> {
+        let path = if self.native() {
+            PathBuf::from("/bin/busybox")
+        } else {
+            cache_dir().join(format!("busybox-{}/bin/busybox", self.oci()))
+        };
+        std::fs::read(&path).map_err(io(format!(
+            "read {} (./dev deps installs busybox-static)",
+            path.display()
+        )))
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("SOSNA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/sosna")
+        })
+}
+
 /// The built artifacts of `image/build.sh`.
 #[derive(Debug, Clone)]
 pub struct Image {
-    pub vmlinux: PathBuf,
+    pub arch: Arch,
+    pub kernel: PathBuf,
     pub initramfs: PathBuf,
 }
 
 impl Image {
-    /// `$SOSNA_IMAGE_DIR`, else `target/image/x86_64` in the workspace.
+    /// The image for [`Arch::from_env`]: `$SOSNA_IMAGE_DIR`, else `target/image/ARCH`.
     pub fn built() -> Result<Image, HarnessError> {
+        let arch = Arch::from_env();
         let dir = std::env::var_os("SOSNA_IMAGE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/image/x86_64")
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target/image")
+                    .join(arch.name())
             });
         let image = Image {
-            vmlinux: dir.join("vmlinux"),
+            arch,
+            kernel: dir.join(arch.kernel_file()),
             initramfs: dir.join("initramfs.cpio"),
         };
-        for p in [&image.vmlinux, &image.initramfs] {
+        for p in [&image.kernel, &image.initramfs] {
             if !p.exists() {
                 return Err(HarnessError::NoImage(p.clone()));
             }
@@ -63,10 +165,6 @@ impl Image {
         Ok(image)
     }
 }
-
-/// Kernel arguments for a quiet, fast boot on the serial console.
-pub const FAST_BOOT_ARGS: &str = "console=ttyS0 quiet mitigations=off nokaslr \
-    cryptomgr.notests tsc=reliable no_timer_check i8042.noaux panic=-1";
 
 /// Files added to the initramfs for one boot (a test config, a workload), as a second
 /// cpio archive the kernel unpacks over the first.
@@ -81,11 +179,9 @@ impl Overlay {
         self
     }
 
-    /// Debian's static busybox at /bin/busybox, for shell workloads.
-    pub fn busybox(self) -> Result<Overlay, HarnessError> {
-        let data = std::fs::read("/bin/busybox")
-            .map_err(io("read /bin/busybox (apt-get install busybox-static)"))?;
-        Ok(self.file("/bin/busybox", 0o755, data))
+    /// Debian's static busybox for `arch` at /bin/busybox, for shell workloads.
+    pub fn busybox(self, arch: Arch) -> Result<Overlay, HarnessError> {
+        Ok(self.file("/bin/busybox", 0o755, arch.busybox()?))
     }
 
     fn archive(&self) -> Result<Vec<u8>, HarnessError> {
@@ -115,7 +211,7 @@ impl Overlay {
 /// How to boot one VM.
 pub struct VmConfig {
     pub image: Image,
-    /// Appended to [`FAST_BOOT_ARGS`].
+    /// Appended to [`Arch::boot_args`].
     pub append: String,
     pub overlay: Option<Overlay>,
     /// `-netdev` specs; each gets a virtio-net device with a distinct MAC.
@@ -152,7 +248,9 @@ pub fn accel(image: &Image) -> &'static str {
     ACCEL.get_or_init(|| match std::env::var("SOSNA_QEMU_ACCEL").as_deref() {
         Ok("kvm") => "kvm",
         Ok(_) => "tcg",
-        Err(_) if Path::new("/dev/kvm").exists() && kvm_probe(image) => "kvm",
+        Err(_) if image.arch.native() && Path::new("/dev/kvm").exists() && kvm_probe(image) => {
+            "kvm"
+        }
         Err(_) => "tcg",
     })
 }
@@ -173,7 +271,7 @@ fn kvm_probe(image: &Image) -> bool {
         ])
         .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
-        .arg(&image.vmlinux)
+        .arg(&image.kernel)
         .args(["-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -222,8 +320,11 @@ impl Vm {
             }
         };
         let qmp_path = dir.path().join("qmp.sock");
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", accel(&cfg.image), "-M", "pc", "-m"])
+        let arch = cfg.image.arch;
+        let mut cmd = Command::new(arch.qemu());
+        cmd.args(["-accel", accel(&cfg.image)])
+            .args(arch.machine())
+            .arg("-m")
             .arg(cfg.memory_mb.to_string())
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-serial", "stdio", "-no-reboot"])
@@ -232,11 +333,11 @@ impl Vm {
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
             .arg("-kernel")
-            .arg(&cfg.image.vmlinux)
+            .arg(&cfg.image.kernel)
             .arg("-initrd")
             .arg(&initrd)
             .arg("-append")
-            .arg(format!("{FAST_BOOT_ARGS} {}", cfg.append));
+            .arg(format!("{} {}", arch.boot_args(), cfg.append));
         for (i, spec) in cfg.netdevs.iter().enumerate() {
             let mac = NEXT_MAC.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             cmd.arg("-netdev").arg(format!("{spec},id=n{i}"));
@@ -249,9 +350,9 @@ impl Vm {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(io(
-            "spawn qemu-system-x86_64 (apt-get install qemu-system-x86)",
-        ))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(io(format!("spawn {} (./dev deps)", arch.qemu())))?;
         let console: Console = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let pumps_done = Arc::new(AtomicUsize::new(0));
         for stream in [

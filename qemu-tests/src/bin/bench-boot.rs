@@ -1,12 +1,13 @@
 //! Boot benchmark: wall time from starting qemu to the agent's READY line, against the
 //! floor — the same kernel and devices with a trivial init (busybox prints a line and
 //! powers off). Median of N runs each, alternating. Last line:
-//! `BENCH boot ready_ms=<x> floor_ms=<y> ratio=<x/y> rss_kb=<z> image_bytes=<n>`
+//! `BENCH boot ready_ms=<x> floor_ms=<y> ratio=<x/y> rss_kb=<z> image_bytes=<n>`, or
+//! `BENCH boot-aarch64 …` for the image of `$SOSNA_ARCH=aarch64`.
 
 use std::time::Duration;
 
 use sosna_image::cpio::CpioWriter;
-use sosna_qemu_tests::{Image, Ready, Vm, VmConfig};
+use sosna_qemu_tests::{Arch, Image, Ready, Vm, VmConfig};
 
 const RUNS: usize = 5;
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -16,9 +17,8 @@ fn median(mut v: Vec<u64>) -> u64 {
     v[v.len() / 2]
 }
 
-fn floor_initramfs(dir: &std::path::Path) -> std::path::PathBuf {
-    let busybox =
-        std::fs::read("/bin/busybox").expect("read /bin/busybox (apt-get install busybox-static)");
+fn floor_initramfs(dir: &std::path::Path, arch: Arch) -> std::path::PathBuf {
+    let busybox = arch.busybox().unwrap_or_else(|e| panic!("{e}"));
     let mut w = CpioWriter::new(Vec::new(), 0);
     w.dir("dev", 0o755).unwrap();
     w.char_dev("dev/console", 0o600, 5, 1).unwrap();
@@ -39,8 +39,9 @@ fn main() {
     let image = Image::built().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
     let floor = Image {
-        vmlinux: image.vmlinux.clone(),
-        initramfs: floor_initramfs(dir.path()),
+        arch: image.arch,
+        kernel: image.kernel.clone(),
+        initramfs: floor_initramfs(dir.path(), image.arch),
     };
     println!("accel: {}", sosna_qemu_tests::accel(&image));
     let (mut ready, mut floor_ms, mut rss) = (Vec::new(), Vec::new(), Vec::new());
@@ -64,8 +65,12 @@ fn main() {
     }
     let image_bytes = std::fs::metadata(&image.initramfs).unwrap().len();
     let (r, f) = (median(ready), median(floor_ms));
+    let label = match image.arch {
+        Arch::X86_64 => "boot",
+        Arch::Aarch64 => "boot-aarch64",
+    };
     println!(
-        "BENCH boot ready_ms={r} floor_ms={f} ratio={:.2} rss_kb={} image_bytes={image_bytes}",
+        "BENCH {label} ready_ms={r} floor_ms={f} ratio={:.2} rss_kb={} image_bytes={image_bytes}",
         r as f64 / f as f64,
         median(rss)
     );
