@@ -245,20 +245,31 @@ fn resolved_args(r: Resolved) -> Vec<Value> {
     ]
 }
 
+/// A random v4 uuid that never blocks: at boot the CRNG may not be seeded yet (the RNG
+/// driver loads after READY), and getrandom(2) would wait for it. The kernel's own uuid
+/// file answers at once.
+fn fresh_uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .ok()
+        .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
+        .unwrap_or_else(uuid::Uuid::new_v4)
+        .to_string()
+}
+
 /// A stable node id kept in `dir/uuid`, created on first use; a fresh one each start when
 /// `dir`'s parent (the state directory) does not exist or is not writable.
 pub fn node_uuid(dir: &std::path::Path) -> String {
     let path = dir.join("uuid");
     if dir.parent().is_some_and(|p| !p.exists()) {
         tracing::debug!("slave: no state directory for {}", path.display());
-        return uuid::Uuid::new_v4().to_string();
+        return fresh_uuid();
     }
     if let Ok(s) = std::fs::read_to_string(&path) {
         if let Ok(u) = uuid::Uuid::parse_str(s.trim()) {
             return u.to_string();
         }
     }
-    let u = uuid::Uuid::new_v4().to_string();
+    let u = fresh_uuid();
     let write = std::fs::create_dir_all(dir)
         .and_then(|()| super::storage::write_atomic(&path, u.as_bytes()));
     if let Err(e) = write {
