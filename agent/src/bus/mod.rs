@@ -1,0 +1,11 @@
+//! The P2P bus (DESIGN §3): libp2p swarm, signed envelopes, hub announcements and the
+//! miners' trust flow.
+
+pub mod envelope;
+pub mod identity;
+pub mod messages;
+pub mod rpc;
+pub mod swarm;
+
+pub use identity::Identity;
+pub use swarm::{spawn, Bus, BusError, BusEvent, InboundRequest, Status, SwarmSettings};
