@@ -6,6 +6,7 @@ pub mod identity;
 pub mod messages;
 pub mod rpc;
 pub mod swarm;
+pub mod testnet;
 
 pub use identity::Identity;
 pub use swarm::{spawn, Bus, BusError, BusEvent, InboundRequest, Status, SwarmSettings};
