@@ -50,7 +50,11 @@ async fn test_announcement_reaches_all_peers() {
     while got.len() < PEERS - 1 {
         let left = deadline.saturating_duration_since(Instant::now());
         let Some((i, event)) = net.next_event(left).await else {
-            panic!("only {} of {} peers got the announcement", got.len(), PEERS - 1);
+            panic!(
+                "only {} of {} peers got the announcement",
+                got.len(),
+                PEERS - 1
+            );
         };
         match event {
             BusEvent::Message(v) => {
@@ -79,7 +83,13 @@ async fn test_bad_envelopes_are_rejected_and_penalised() {
     .unwrap();
 
     // One attacker per kind: a graylisted peer's later messages are never validated at all.
-    let kinds = ["forged-sender", "peer-mismatch", "stale", "too-large", "malformed"];
+    let kinds = [
+        "forged-sender",
+        "peer-mismatch",
+        "stale",
+        "too-large",
+        "malformed",
+    ];
     let mut attackers: Vec<(usize, PeerId, &str)> = Vec::new();
     for (k, kind) in kinds.iter().enumerate() {
         let i = PEERS - 1 - k;

@@ -35,9 +35,7 @@ pub struct LocalNode {
 }
 
 /// Starts one node listening on a fresh memory address.
-pub fn spawn_node(
-    identity: Identity,
-) -> Result<(LocalNode, mpsc::Receiver<BusEvent>), BusError> {
+pub fn spawn_node(identity: Identity) -> Result<(LocalNode, mpsc::Receiver<BusEvent>), BusError> {
     let port = next_port();
     let settings = SwarmSettings::memory(port);
     let addr = settings.listen[0]
@@ -66,6 +64,7 @@ pub async fn spawn_net(n: usize, links: usize, seed: u64) -> Result<LocalNet, Bu
     let (tx, events) = mpsc::unbounded_channel();
     let mut nodes: Vec<LocalNode> = Vec::with_capacity(n);
     let mut rng = seed | 1;
+    let mut links_of = Vec::with_capacity(n);
     for i in 0..n {
         let (node, mut rx) = spawn_node(Identity::ephemeral())?;
         let tx = tx.clone();
@@ -86,10 +85,18 @@ pub async fn spawn_net(n: usize, links: usize, seed: u64) -> Result<LocalNet, Bu
                 targets.push(j);
             }
         }
-        for j in targets {
-            node.bus.dial(nodes[j].addr.clone()).await?;
-        }
+        links_of.push(targets);
         nodes.push(node);
+    }
+    // Dial concurrently: handshakes overlap instead of queueing behind each other.
+    let dials = links_of.iter().enumerate().flat_map(|(i, targets)| {
+        let nodes = &nodes;
+        targets
+            .iter()
+            .map(move |j| nodes[i].bus.dial(nodes[*j].addr.clone()))
+    });
+    for result in futures::future::join_all(dials).await {
+        result?;
     }
     Ok(LocalNet { nodes, events })
 }
