@@ -23,8 +23,8 @@ const MAX_TEXT: usize = 256;
 /// Most multiaddrs one hub may announce.
 const MAX_ADDRS: usize = 16;
 
-/// One SNM expressed in the micro-SNM units prices use.
-pub const MICRO_SNM_WEI: u128 = 1_000_000_000_000;
+/// SNM wei in one micro-SNM, the unit prices and agreements use (SNM has 18 decimals).
+pub const MICRO_SNM_WEI: u64 = 1_000_000_000_000;
 
 /// What a hub pays miners, per hour of each resource, in micro-SNM (1e-6 SNM).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,8 +90,8 @@ pub struct HubVerdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agreement {
     pub prices: PriceSchedule,
-    /// Each payout to a joined miner is at least this many SNM wei.
-    pub min_payout_wei: u128,
+    /// Each payout to a joined miner is at least this much, in micro-SNM.
+    pub min_payout_usnm: u64,
     /// How often the hub pays joined miners, in seconds.
     pub payout_every_secs: u64,
 }
