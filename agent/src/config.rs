@@ -54,6 +54,8 @@ pub struct Config {
     pub log: LogConfig,
     pub network: NetworkConfig,
     pub power: PowerConfig,
+    /// The P2P bus: discovery, hub announcements, the miners' trust flow.
+    pub bus: crate::bus::BusConfig,
     /// Helper daemons the agent starts and supervises, in order.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -68,6 +70,7 @@ impl Default for Config {
             log: LogConfig::default(),
             network: NetworkConfig::default(),
             power: PowerConfig::default(),
+            bus: crate::bus::BusConfig::default(),
             services: Vec::new(),
         }
     }
@@ -279,6 +282,9 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        self.bus
+            .validate(self.role == Role::Hub)
+            .map_err(|(field, reason)| invalid(field, reason))?;
         let mut names = std::collections::HashSet::new();
         for svc in &self.services {
             if svc.name.is_empty() || !names.insert(svc.name.as_str()) {
@@ -405,6 +411,16 @@ mod tests {
                 "network.address",
             ),
             ("[network]\naddress = \"10.0.0.1/8\"", "network.address"),
+            ("[bus]\nlisten = [\"tcp/4001\"]", "bus.listen"),
+            (
+                "[bus]\nbootstrap = [\"/ip4/10.0.0.1/tcp/4001\"]",
+                "bus.bootstrap",
+            ),
+            ("[bus]\nrpc_url = \"http://127.0.0.1:8545\"", "bus.deployment"),
+            (
+                "role = \"hub\"\n[bus]\nenabled = true",
+                "bus.hub.wallet",
+            ),
             (
                 "[[service]]\nname = \"a\"\ncommand = [\"rel\"]",
                 "service.command",

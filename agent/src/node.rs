@@ -32,6 +32,7 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
     }
     let grace = Duration::from_secs(config.power.stop_timeout_secs);
     let supervisor = Supervisor::start(&reaper, &config.services, grace);
+    let bus = crate::bus::start_if_enabled(config);
     println!("{}", status::ready_line());
     if mode == Mode::Init {
         // Each module costs a signature check; those not needed for READY load after it.
@@ -43,6 +44,9 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
 
     let (req, why) = signals.next(config.power.ctrl_alt_del).await;
     tracing::info!("{why}: shutting down");
+    if let Some(bus) = bus {
+        bus.stop().await;
+    }
     supervisor.stop().await;
     let _ = stop_reaper.send(true);
     let _ = reaper_task.await;
