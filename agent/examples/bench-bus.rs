@@ -30,7 +30,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() {
     let setup = Instant::now();
     // Node 0 is the hub; nodes 1..=PEERS are the peers measured.
-    let mut net = spawn_net(PEERS + 1, 3, 0xbe7c4).await.expect("spawn network");
+    let mut net = spawn_net(PEERS + 1, 3, 0xbe7c4)
+        .await
+        .expect("spawn network");
     net.wait_for_mesh(Duration::from_secs(60))
         .await
         .expect("gossip mesh");
@@ -61,7 +63,10 @@ async fn main() {
         while got.len() < PEERS {
             let left = PER_MESSAGE.saturating_sub(start.elapsed());
             let Some((i, event)) = net.next_event(left).await else {
-                eprintln!("message {n} reached {} of {PEERS} peers in {PER_MESSAGE:?}", got.len());
+                eprintln!(
+                    "message {n} reached {} of {PEERS} peers in {PER_MESSAGE:?}",
+                    got.len()
+                );
                 std::process::exit(1);
             };
             match event {
