@@ -70,14 +70,12 @@ async fn main() {
                 std::process::exit(1);
             };
             match event {
-                BusEvent::Message(v) => match v.message {
-                    Message::HubAnnouncement(a) if a.name == name => {
-                        if got.insert(i) {
-                            each.push(start.elapsed().as_secs_f64() * 1e3);
-                        }
+                BusEvent::Message(v) => {
+                    let ours = matches!(&v.message, Message::HubAnnouncement(a) if a.name == name);
+                    if ours && got.insert(i) {
+                        each.push(start.elapsed().as_secs_f64() * 1e3);
                     }
-                    _ => {}
-                },
+                }
                 BusEvent::Rejected { error, .. } => {
                     eprintln!("peer {i} rejected an announcement: {error}");
                     std::process::exit(1);

@@ -403,7 +403,7 @@ mod tests {
             amount: min - U256::from(1),
             block: 5,
         };
-        assert!(!book.record_payouts(&a.wallet, &[small.clone()]));
+        assert!(!book.record_payouts(&a.wallet, std::slice::from_ref(&small)));
         assert_eq!(book.get(&a.wallet).unwrap().trust, Trust::NotConfirmed);
         let enough = Payout {
             amount: min,
