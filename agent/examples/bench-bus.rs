@@ -28,6 +28,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    // Warnings only (slow peers, dropped events), unless RUST_LOG says otherwise.
+    sosna_agent::logging::init(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
     let setup = Instant::now();
     // Node 0 is the hub; nodes 1..=PEERS are the peers measured.
     let mut net = spawn_net(PEERS + 1, 3, 0xbe7c4)

@@ -149,6 +149,11 @@ impl Behaviour {
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
             .max_transmit_size(MAX_TRANSMIT)
+            // Traffic is small and rare: a busy peer should get a late message rather than
+            // none (the default drops forwards queued for over a second, and a full mesh
+            // leaves no lazy-gossip peer to repair the gap).
+            .forward_queue_duration(Duration::from_secs(10))
+            .publish_queue_duration(Duration::from_secs(10))
             .build()
             .map_err(|e| BusError::Behaviour(format!("gossipsub config: {e}")))?;
         let mut gossipsub = gossipsub::Behaviour::new(
@@ -164,11 +169,11 @@ impl Behaviour {
                 .subscribe(&IdentTopic::new(topic))
                 .map_err(|e| BusError::Behaviour(format!("subscribe {topic}: {e}")))?;
         }
-        let mut kad = kad::Behaviour::with_config(
-            peer_id,
-            kad::store::MemoryStore::new(peer_id),
-            kad::Config::new(KAD_PROTOCOL),
-        );
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        // Bootstrapping is driven by the event loop, and only with configured peers.
+        kad_config.set_periodic_bootstrap_interval(None);
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
         let mdns = if s.mdns {
             Some(
