@@ -79,8 +79,8 @@ struct Miner {
     chain: Option<Arc<dyn ChainView>>,
     settings: MinerSettings,
     book: HubBook,
-    /// Our open questions: wallet -> (nonce, when asked).
-    asked: HashMap<Address, (u64, Instant)>,
+    /// Our recent questions per hub: their nonces (newest last) and when we last asked.
+    asked: HashMap<Address, (Vec<u64>, Instant)>,
     next_nonce: u64,
 }
 
@@ -248,7 +248,16 @@ impl Miner {
         let question = Message::HubQuestion(HubQuestion { wallet, nonce });
         match self.bus.publish(question).await {
             Ok(()) => {
-                self.asked.insert(wallet, (nonce, Instant::now()));
+                let (nonces, at) = self
+                    .asked
+                    .entry(wallet)
+                    .or_insert((Vec::new(), Instant::now()));
+                // Late answers to the last few questions still count.
+                if nonces.len() == 8 {
+                    nonces.remove(0);
+                }
+                nonces.push(nonce);
+                *at = Instant::now();
             }
             Err(e) => tracing::debug!("bus: asking about {wallet}: {e}"),
         }
@@ -273,7 +282,10 @@ impl Miner {
         // Only answers to our own questions count; anything else is noise or an attempt to
         // steer us.
         let ours = v.asker == self.bus.address()
-            && self.asked.values().any(|(nonce, _)| *nonce == v.nonce);
+            && self
+                .asked
+                .get(&v.wallet)
+                .is_some_and(|(nonces, _)| nonces.contains(&v.nonce));
         if !ours {
             return;
         }
