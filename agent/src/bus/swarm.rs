@@ -102,8 +102,10 @@ pub struct Behaviour {
     identify: identify::Behaviour,
     /// Keeps connections alive and measures round trips.
     ping: ping::Behaviour,
-    /// Wide-area discovery, seeded with the configured bootstrap peers.
-    kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Wide-area discovery, seeded with the configured bootstrap peers; off without them
+    /// (it would only random-walk the peers mDNS or dials already gave us, and kademlia
+    /// bootstraps on every new routing-table entry, churning connections).
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     /// LAN discovery; off in tests and where multicast is unwanted.
     mdns: Toggle<mdns::tokio::Behaviour>,
     /// Announcements and reputation Q&A.
@@ -154,6 +156,8 @@ impl Behaviour {
             // leaves no lazy-gossip peer to repair the gap).
             .forward_queue_duration(Duration::from_secs(10))
             .publish_queue_duration(Duration::from_secs(10))
+            // The default 5000-slot queue costs about a megabyte per connection up front.
+            .connection_handler_queue_len(256)
             .build()
             .map_err(|e| BusError::Behaviour(format!("gossipsub config: {e}")))?;
         let mut gossipsub = gossipsub::Behaviour::new(
@@ -169,12 +173,18 @@ impl Behaviour {
                 .subscribe(&IdentTopic::new(topic))
                 .map_err(|e| BusError::Behaviour(format!("subscribe {topic}: {e}")))?;
         }
-        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-        // Bootstrapping is driven by the event loop, and only with configured peers.
-        kad_config.set_periodic_bootstrap_interval(None);
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-        kad.set_mode(Some(kad::Mode::Server));
+        let kad = (!s.bootstrap.is_empty()).then(|| {
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            // The event loop refreshes on its own schedule.
+            kad_config.set_periodic_bootstrap_interval(None);
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad_config,
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            kad
+        });
         let mdns = if s.mdns {
             Some(
                 mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
@@ -189,7 +199,7 @@ impl Behaviour {
                 key.public(),
             )),
             ping: ping::Behaviour::default(),
-            kad,
+            kad: kad.into(),
             mdns: mdns.into(),
             gossipsub,
             rpc: request_response::Behaviour::new(
@@ -407,7 +417,9 @@ pub fn spawn(
         let Some(peer) = peer_of(addr) else {
             return Err(BusError::BootstrapWithoutPeerId(addr.clone()));
         };
-        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+            kad.add_address(&peer, addr.clone());
+        }
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!("bus: dial bootstrap {addr}: {e}");
         }
@@ -465,7 +477,7 @@ impl EventLoop {
                     None => break,
                 },
                 _ = kad_refresh.tick(), if self.has_bootstrap => {
-                    if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                    if let Some(Err(e)) = self.swarm.behaviour_mut().kad.as_mut().map(|k| k.bootstrap()) {
                         tracing::debug!("bus: kademlia bootstrap: {e}");
                     }
                 }
@@ -598,16 +610,17 @@ impl EventLoop {
                 ..
             })) => {
                 for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        kad.add_address(&peer_id, addr);
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     tracing::debug!("bus: mdns found {peer} at {addr}");
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        kad.add_address(&peer, addr.clone());
+                    }
                     let _ = self.swarm.dial(addr);
                 }
             }

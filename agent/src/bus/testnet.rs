@@ -36,8 +36,14 @@ pub struct LocalNode {
 
 /// Starts one node listening on a fresh memory address.
 pub fn spawn_node(identity: Identity) -> Result<(LocalNode, mpsc::Receiver<BusEvent>), BusError> {
-    let port = next_port();
-    let settings = SwarmSettings::memory(port);
+    spawn_node_with(identity, SwarmSettings::memory(next_port()))
+}
+
+/// Starts one node with `settings`, whose first listen address must be a memory address.
+pub fn spawn_node_with(
+    identity: Identity,
+    settings: SwarmSettings,
+) -> Result<(LocalNode, mpsc::Receiver<BusEvent>), BusError> {
     let addr = settings.listen[0]
         .clone()
         .with(Protocol::P2p(identity.peer_id()));
@@ -61,12 +67,27 @@ pub struct LocalNet {
 /// Spawns `n` nodes and connects each to up to `links` earlier ones chosen by a seeded
 /// generator, which gives a connected graph of average degree about `2 * links`.
 pub async fn spawn_net(n: usize, links: usize, seed: u64) -> Result<LocalNet, BusError> {
+    spawn_net_with(n, links, seed, SwarmSettings::memory(0).heartbeat).await
+}
+
+/// [`spawn_net`] with a given gossipsub heartbeat: short for quick meshes in tests, longer
+/// to keep 100 in-process nodes from spending their CPU on heartbeats.
+pub async fn spawn_net_with(
+    n: usize,
+    links: usize,
+    seed: u64,
+    heartbeat: Duration,
+) -> Result<LocalNet, BusError> {
     let (tx, events) = mpsc::unbounded_channel();
     let mut nodes: Vec<LocalNode> = Vec::with_capacity(n);
     let mut rng = seed | 1;
     let mut links_of = Vec::with_capacity(n);
     for i in 0..n {
-        let (node, mut rx) = spawn_node(Identity::ephemeral())?;
+        let settings = SwarmSettings {
+            heartbeat,
+            ..SwarmSettings::memory(next_port())
+        };
+        let (node, mut rx) = spawn_node_with(Identity::ephemeral(), settings)?;
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
