@@ -90,4 +90,13 @@ else
     echo "cargo not found: skipping the bindings check" >&2
 fi
 
+echo "==> bus trust flow against this anvil and deployment"
+if command -v cargo >/dev/null; then
+    hub_key=$(node -e 'console.log(require(process.argv[1]).private_keys[1])' "$tmp/anvil.json")
+    (cd .. && SOSNA_ANVIL_RPC="$rpc" SOSNA_DEPLOYMENT_JSON="$PWD/contracts/$deployment" \
+        SOSNA_ANVIL_HUB_KEY="$hub_key" cargo test -p sosna-agent --test bus_trust anvil)
+else
+    echo "cargo not found: skipping the bus trust flow test" >&2
+fi
+
 echo "==> contracts CI passed"

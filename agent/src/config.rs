@@ -56,6 +56,8 @@ pub struct Config {
     pub power: PowerConfig,
     pub runtime: RuntimeConfig,
     pub slave: SlaveConfig,
+    /// The P2P bus: discovery, hub announcements, the miners' trust flow.
+    pub bus: crate::bus::BusConfig,
     /// Helper daemons the agent starts and supervises, in order.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -72,6 +74,7 @@ impl Default for Config {
             power: PowerConfig::default(),
             runtime: RuntimeConfig::default(),
             slave: SlaveConfig::default(),
+            bus: crate::bus::BusConfig::default(),
             services: Vec::new(),
         }
     }
@@ -378,6 +381,9 @@ impl Config {
                 format!("{bad:?} is not host:port"),
             ));
         }
+        self.bus
+            .validate(self.role == Role::Hub)
+            .map_err(|(field, reason)| invalid(field, reason))?;
         let mut names = std::collections::HashSet::new();
         for svc in &self.services {
             if svc.name.is_empty() || !names.insert(svc.name.as_str()) {
@@ -504,6 +510,16 @@ mod tests {
                 "network.address",
             ),
             ("[network]\naddress = \"10.0.0.1/8\"", "network.address"),
+            ("[bus]\nlisten = [\"tcp/4001\"]", "bus.listen"),
+            (
+                "[bus]\nbootstrap = [\"/ip4/10.0.0.1/tcp/4001\"]",
+                "bus.bootstrap",
+            ),
+            ("[bus]\nrpc_url = \"http://127.0.0.1:8545\"", "bus.deployment"),
+            (
+                "role = \"hub\"\n[bus]\nenabled = true",
+                "bus.hub.wallet",
+            ),
             (
                 "[slave]\ngateway_peers = [\"nohost\"]",
                 "slave.gateway_peers",

@@ -4,6 +4,7 @@
 //! network, supervises services and waits for a power request; [`shutdown::finish`] ends
 //! every boot. Off the image, [`daemon::run`] drives the same [`node`] core.
 
+pub mod bus;
 pub mod cmdline;
 pub mod config;
 pub mod daemon;

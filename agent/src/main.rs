@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sosna_agent::bus::hubbook::{HubBook, BOOK_FILE};
+use sosna_agent::bus::{BusConfig, Identity};
 use sosna_agent::config::{Config, Role, DEFAULT_PATH, EXAMPLE};
 use sosna_agent::power::{signal_for, PowerRequest};
 use sosna_agent::runtime::api::{self, Request};
@@ -109,6 +111,16 @@ enum Command {
         method: String,
         /// Arguments: JSON values, or plain strings when not JSON.
         args: Vec<String>,
+    },
+    /// Print the hub book: hubs heard on the bus and how far this miner trusts each.
+    Hubs {
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Print this node's bus identity (libp2p peer id, Ethereum address), creating it if new.
+    BusId {
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
     },
     /// Ask PID 1 (on the sosna image) to power off.
     Poweroff,
@@ -312,6 +324,18 @@ fn main() -> anyhow::Result<()> {
             for line in lines {
                 println!("{line}");
             }
+        }
+        Command::Hubs { config } => {
+            let state = BusConfig::state_dir(&Config::load(&config)?.state_dir);
+            let path = state.join(BOOK_FILE);
+            let book =
+                HubBook::load(&path).with_context(|| format!("hub book {}", path.display()))?;
+            print!("{}", book.render());
+        }
+        Command::BusId { config } => {
+            let state = BusConfig::state_dir(&Config::load(&config)?.state_dir);
+            let id = Identity::load_or_create(&state).context("bus identity")?;
+            println!("peer_id {}\naddress {}", id.peer_id(), id.address());
         }
         Command::Poweroff => ask_init(PowerRequest::Poweroff)?,
         Command::Reboot => ask_init(PowerRequest::Reboot)?,

@@ -47,6 +47,7 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
             as Arc<dyn crate::slave::session::Service>
     });
     let slave = crate::slave::start_for(config, node_service.collect()).await;
+    let bus = crate::bus::start_if_enabled(config);
     println!("{}", status::ready_line());
     if mode == Mode::Init {
         // Each module costs a signature check; those not needed for READY load after it.
@@ -63,6 +64,9 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
     }
     if let Some(slave) = slave {
         slave.stop().await;
+    }
+    if let Some(bus) = bus {
+        bus.stop().await;
     }
     supervisor.stop().await;
     let _ = stop_reaper.send(true);

@@ -1,0 +1,207 @@
+//! The bus's application messages (DESIGN §3) and the topic each may travel on.
+//!
+//! Everything here is encoded with msgpack inside a signed [`Envelope`](super::envelope);
+//! this module only knows shapes and the per-message sanity rules a receiver enforces.
+
+use alloy_primitives::Address;
+use serde::{Deserialize, Serialize};
+
+/// Hub announcements.
+pub const TOPIC_HUBS: &str = "sosna/hubs/1";
+/// Miners' questions and verdicts about hubs.
+pub const TOPIC_REPUTATION: &str = "sosna/reputation/1";
+/// Signed OTA rollout notices (no message defined yet; subscribed so the topic exists).
+pub const TOPIC_UPDATES: &str = "sosna/updates/1";
+/// Direct request-response traffic; not a gossip topic, but envelopes name it all the same.
+pub const TOPIC_RPC: &str = "sosna/rpc/1";
+
+/// Gossip topics every node subscribes to.
+pub const GOSSIP_TOPICS: [&str; 3] = [TOPIC_HUBS, TOPIC_REPUTATION, TOPIC_UPDATES];
+
+/// Longest name, multiaddr or reason string a message may carry.
+const MAX_TEXT: usize = 256;
+/// Most multiaddrs one hub may announce.
+const MAX_ADDRS: usize = 16;
+
+/// SNM wei in one micro-SNM, the unit prices and agreements use (SNM has 18 decimals).
+pub const MICRO_SNM_WEI: u64 = 1_000_000_000_000;
+
+/// What a hub pays miners, per hour of each resource, in micro-SNM (1e-6 SNM).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PriceSchedule {
+    pub cpu_core_hour: u64,
+    pub memory_gib_hour: u64,
+    pub gpu_hour: u64,
+}
+
+impl PriceSchedule {
+    /// Micro-SNM per hour a miner with these resources earns at this hub.
+    pub fn hourly_for(&self, cores: u32, memory_gib: u32, gpus: u32) -> u128 {
+        u128::from(self.cpu_core_hour) * u128::from(cores)
+            + u128::from(self.memory_gib_hour) * u128::from(memory_gib)
+            + u128::from(self.gpu_hour) * u128::from(gpus)
+    }
+}
+
+/// A hub telling the network it exists (seed §2.4.4). Signed by the hub's owner key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubAnnouncement {
+    /// Where miners reach the hub; each ends in `/p2p/<hub peer id>` or is a bare IP.
+    pub multiaddrs: Vec<String>,
+    /// The hub operator's Ethereum address: must be the envelope's signer.
+    pub owner: Address,
+    /// The hub's on-chain HubWallet.
+    pub wallet: Address,
+    pub name: String,
+    pub prices: PriceSchedule,
+    /// Unix milliseconds when the hub made this announcement.
+    pub timestamp_ms: u64,
+}
+
+/// A miner asking other miners what they know about a hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubQuestion {
+    pub wallet: Address,
+    /// Lets the asker match verdicts to this question.
+    pub nonce: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The answerer was paid by this hub as agreed.
+    Positive,
+    /// The answerer found the hub failing its chain checks or its agreement.
+    Negative,
+}
+
+/// A miner's answer, from its own experience, to a [`HubQuestion`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubVerdict {
+    pub wallet: Address,
+    /// The question's nonce and asker, so unsolicited verdicts can be told apart.
+    pub nonce: u64,
+    pub asker: Address,
+    pub verdict: Verdict,
+}
+
+/// Terms a hub offers a miner: what it pays and the smallest payout it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agreement {
+    pub prices: PriceSchedule,
+    /// Each payout to a joined miner is at least this much, in micro-SNM.
+    pub min_payout_usnm: u64,
+    /// How often the hub pays joined miners, in seconds.
+    pub payout_every_secs: u64,
+}
+
+/// What a hub tells a miner about itself when asked directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubMetadata {
+    pub owner: Address,
+    pub wallet: Address,
+    pub name: String,
+    pub multiaddrs: Vec<String>,
+    pub agreement: Agreement,
+    /// Agent version the hub runs.
+    pub version: String,
+}
+
+/// Direct miner → hub requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    HubMetadata,
+    /// The miner joins the hub under the hub's current agreement.
+    Join {
+        miner: Address,
+    },
+}
+
+/// Direct hub → miner responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    HubMetadata(HubMetadata),
+    Joined(Agreement),
+    /// The peer will not serve this request (e.g. a miner asked for hub metadata).
+    Refused(String),
+}
+
+/// Every message an envelope may carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    HubAnnouncement(HubAnnouncement),
+    HubQuestion(HubQuestion),
+    HubVerdict(HubVerdict),
+    Request(Request),
+    Response(Response),
+}
+
+impl Message {
+    /// The only topic this message may appear on (the topic schema).
+    pub fn topic(&self) -> &'static str {
+        match self {
+            Message::HubAnnouncement(_) => TOPIC_HUBS,
+            Message::HubQuestion(_) | Message::HubVerdict(_) => TOPIC_REPUTATION,
+            Message::Request(_) | Message::Response(_) => TOPIC_RPC,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::HubAnnouncement(_) => "HubAnnouncement",
+            Message::HubQuestion(_) => "HubQuestion",
+            Message::HubVerdict(_) => "HubVerdict",
+            Message::Request(_) => "Request",
+            Message::Response(_) => "Response",
+        }
+    }
+
+    /// Content rules beyond the schema; `signer` is the envelope's verified sender.
+    pub fn check(&self, signer: Address) -> Result<(), String> {
+        match self {
+            Message::HubAnnouncement(a) => {
+                if a.owner != signer {
+                    return Err(format!(
+                        "announcement owner {} is not its signer {signer}",
+                        a.owner
+                    ));
+                }
+                if a.wallet.is_zero() {
+                    return Err("announcement wallet is zero".into());
+                }
+                if a.multiaddrs.is_empty() || a.multiaddrs.len() > MAX_ADDRS {
+                    return Err(format!(
+                        "announcement has {} multiaddrs (1..={MAX_ADDRS})",
+                        a.multiaddrs.len()
+                    ));
+                }
+                check_text("name", &a.name)?;
+                a.multiaddrs
+                    .iter()
+                    .try_for_each(|m| check_text("multiaddr", m))
+            }
+            Message::HubVerdict(v) if v.asker == signer => {
+                Err("a verdict answering its own question".into())
+            }
+            Message::Response(Response::HubMetadata(m)) => {
+                if m.owner != signer {
+                    return Err(format!(
+                        "metadata owner {} is not its signer {signer}",
+                        m.owner
+                    ));
+                }
+                check_text("name", &m.name)
+            }
+            Message::Response(Response::Refused(why)) => check_text("reason", why),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_text(what: &str, text: &str) -> Result<(), String> {
+    if text.len() > MAX_TEXT {
+        return Err(format!("{what} longer than {MAX_TEXT} bytes"));
+    }
+    Ok(())
+}

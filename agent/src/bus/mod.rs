@@ -1,0 +1,98 @@
+//! The P2P bus (DESIGN §3): libp2p swarm, signed envelopes, hub announcements and the
+//! miners' trust flow.
+//!
+//! [`swarm`] owns the libp2p swarm; [`envelope`] signs and verifies every message;
+//! [`hub`] announces a hub and answers miners; [`miner`] runs the trust flow over the
+//! [`hubbook`], reading the chain through [`chain::ChainView`]. [`start`] wires these up
+//! from the provisioning file's `[bus]` section.
+
+pub mod chain;
+pub mod envelope;
+pub mod hub;
+pub mod hubbook;
+pub mod identity;
+pub mod messages;
+pub mod miner;
+pub mod rpc;
+pub mod settings;
+pub mod swarm;
+pub mod testnet;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use identity::Identity;
+pub use settings::BusConfig;
+pub use swarm::{spawn, Bus, BusError, BusEvent, InboundRequest, Status, SwarmSettings};
+
+use crate::config::{Config, Role};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("bus identity: {0}")]
+    Identity(#[from] identity::IdentityError),
+    #[error("bus: {0}")]
+    Swarm(#[from] BusError),
+    #[error("bus deployment file: {0}")]
+    Deployment(#[from] sosna_contracts::DeploymentError),
+    #[error("bus chain: {0}")]
+    Chain(#[from] chain::ChainError),
+}
+
+/// The running bus: its role task and the switch that stops it.
+pub struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the role task; the swarm ends with its last handle.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the bus in the configured role on the current tokio runtime.
+pub fn start(config: &Config) -> Result<Running, StartError> {
+    let cfg = &config.bus;
+    let identity = Identity::load_or_create(&BusConfig::state_dir(&config.state_dir))?;
+    let (bus, events) = swarm::spawn(&identity, cfg.swarm())?;
+    let (stop, stop_rx) = watch::channel(false);
+    let task = match config.role {
+        Role::Hub => {
+            let name = if config.hostname.is_empty() {
+                "sosna-hub"
+            } else {
+                &config.hostname
+            };
+            tokio::spawn(hub::run(bus, events, cfg.hub(name), stop_rx))
+        }
+        Role::Miner => {
+            let chain: Option<Arc<dyn chain::ChainView>> = if cfg.rpc_url.is_empty() {
+                None
+            } else {
+                let deployment = sosna_contracts::Deployment::from_path(&cfg.deployment)?;
+                Some(Arc::new(chain::RpcChain::connect(
+                    &cfg.rpc_url,
+                    deployment,
+                    cfg.payout_lookback_blocks,
+                )?))
+            };
+            let settings = cfg.miner(&config.state_dir);
+            tokio::spawn(miner::run(bus, events, chain, settings, stop_rx))
+        }
+    };
+    tracing::info!("bus: started as {:?}", config.role);
+    Ok(Running { stop, task })
+}
+
+/// [`start`] when `[bus] enabled`; a failure is logged, not fatal, like the network's.
+pub fn start_if_enabled(config: &Config) -> Option<Running> {
+    if !config.bus.enabled {
+        return None;
+    }
+    start(config).map_err(|e| tracing::error!("{e}")).ok()
+}
