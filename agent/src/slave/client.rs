@@ -121,24 +121,28 @@ impl Connection {
         self.open_on(id, ty, args)
     }
 
+    /// Claims channel `id` for replies going to `slot`.
+    fn register(&self, id: u64, slot: Slot) -> Result<(), ClientError> {
+        let mut t = self
+            .inner
+            .shared
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &t.closed {
+            return Err(ClientError::Disconnected(why.clone()));
+        }
+        if t.channels.contains_key(&id) {
+            return Err(ClientError::ChannelInUse(id));
+        }
+        t.channels.insert(id, slot);
+        Ok(())
+    }
+
     /// Invokes method `ty` on channel `id` chosen by the caller.
     pub fn open_on(&self, id: u64, ty: u64, args: Vec<Value>) -> Result<Channel, ClientError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        {
-            let mut t = self
-                .inner
-                .shared
-                .table
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(why) = &t.closed {
-                return Err(ClientError::Disconnected(why.clone()));
-            }
-            if t.channels.contains_key(&id) {
-                return Err(ClientError::ChannelInUse(id));
-            }
-            t.channels.insert(id, Slot::Many(tx));
-        }
+        self.register(id, Slot::Many(tx))?;
         let ch = Channel {
             id,
             inner: self.inner.clone(),
@@ -152,21 +156,7 @@ impl Connection {
     pub async fn call(&self, ty: u64, args: Vec<Value>) -> Result<Vec<Value>, ClientError> {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        {
-            let mut t = self
-                .inner
-                .shared
-                .table
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(why) = &t.closed {
-                return Err(ClientError::Disconnected(why.clone()));
-            }
-            if t.channels.contains_key(&id) {
-                return Err(ClientError::ChannelInUse(id));
-            }
-            t.channels.insert(id, Slot::Once(tx));
-        }
+        self.register(id, Slot::Once(tx))?;
         // Forgets the channel if this future is dropped before its reply came.
         let mut pending = Pending {
             id,
