@@ -22,3 +22,4 @@ pub mod shutdown;
 pub mod slave;
 pub mod status;
 pub mod supervisor;
+pub mod tls;

@@ -433,6 +433,7 @@ mod anvil {
             .expect("SOSNA_ANVIL_HUB_KEY with SOSNA_ANVIL_RPC")
             .parse()
             .unwrap();
+        sosna_agent::tls::ensure_provider();
         let owner = Owner {
             provider: ProviderBuilder::new()
                 .wallet(EthereumWallet::from(key.clone()))

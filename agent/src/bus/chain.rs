@@ -84,6 +84,7 @@ impl RpcChain {
             url: url.to_owned(),
             reason: e.to_string(),
         })?;
+        crate::tls::ensure_provider();
         let provider = ProviderBuilder::new().connect_http(parsed).erased();
         Ok(RpcChain {
             provider,

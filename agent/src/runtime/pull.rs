@@ -64,8 +64,7 @@ pub enum PullEvent {
 /// The registry client: plain HTTP only for registries listed as insecure; HTTPS trusts
 /// the system CA bundle (the image carries Debian's).
 pub fn client(insecure_registries: &[String]) -> Result<Client, PullError> {
-    // reqwest is built without a bundled TLS provider; install ring once per process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::ensure_provider();
     // oci-client builds a default reqwest client internally, which panics when no CA
     // certificate loads: refuse here instead.
     let bundle = std::env::var_os("SSL_CERT_FILE")
