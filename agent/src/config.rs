@@ -148,6 +148,19 @@ pub struct NetworkConfig {
     pub link_timeout_secs: u64,
     /// How long one DHCP exchange may take before boot goes on without an address, in seconds.
     pub dhcp_timeout_secs: u64,
+    /// More interfaces with a static address and no default route, e.g. a rig's LAN
+    /// beside its uplink.
+    #[serde(rename = "link")]
+    pub links: Vec<LinkConfig>,
+}
+
+/// One extra interface: `[[network.link]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    pub interface: String,
+    /// CIDR form, e.g. `10.77.0.2/24`.
+    pub address: String,
 }
 
 impl Default for NetworkConfig {
@@ -160,6 +173,7 @@ impl Default for NetworkConfig {
             dns: Vec::new(),
             link_timeout_secs: 5,
             dhcp_timeout_secs: 10,
+            links: Vec::new(),
         }
     }
 }
@@ -359,6 +373,18 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        for link in &net.links {
+            if link.interface.is_empty() || link.interface == net.interface {
+                return Err(invalid(
+                    "network.link.interface",
+                    format!(
+                        "{:?} must name another interface than the uplink",
+                        link.interface
+                    ),
+                ));
+            }
+            parse_cidr(&link.address).map_err(|r| invalid("network.link.address", r))?;
+        }
         let slave = &self.slave;
         if slave.max_frame_bytes < 64 {
             return Err(invalid(
@@ -510,6 +536,15 @@ mod tests {
                 "network.address",
             ),
             ("[network]\naddress = \"10.0.0.1/8\"", "network.address"),
+            (
+                "[[network.link]]\ninterface = \"eth1\"\naddress = \"10.77.0.1\"",
+                "network.link.address",
+            ),
+            (
+                "[[network.link]]\ninterface = \"\"\naddress = \"10.77.0.1/24\"",
+                "network.link.interface",
+            ),
+            ("[bus]\nchain_poll_secs = 0", "bus.chain_poll_secs"),
             ("[bus]\nlisten = [\"tcp/4001\"]", "bus.listen"),
             (
                 "[bus]\nbootstrap = [\"/ip4/10.0.0.1/tcp/4001\"]",

@@ -154,9 +154,16 @@ async fn bring_up_network(config: &Config) {
                 if up.lease.is_some() { "dhcp" } else { "static" }
             );
             let timeout = Duration::from_secs(cfg.dhcp_timeout_secs);
-            tokio::spawn(net::keep_lease(nl, up, timeout));
+            tokio::spawn(net::keep_lease(nl.clone(), up, timeout));
         }
         Err(e) => tracing::error!("network: {e}"),
+    }
+    for link in &cfg.links {
+        let timeout = Duration::from_secs(cfg.link_timeout_secs);
+        match net::static_link_up(&nl, link, timeout).await {
+            Ok(()) => tracing::info!("network: {} {} (static)", link.interface, link.address),
+            Err(e) => tracing::error!("network: {}: {e}", link.interface),
+        }
     }
 }
 

@@ -46,6 +46,8 @@ fn min_payout_wei() -> U256 {
 struct ScriptedChain {
     listed: Mutex<HashMap<Address, WhitelistRecord>>,
     payouts: Mutex<HashMap<Address, Vec<Payout>>>,
+    /// While set, every read fails as if the RPC endpoint were down.
+    down: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -54,6 +56,12 @@ impl ChainView for ScriptedChain {
         &self,
         wallet: Address,
     ) -> Result<Option<WhitelistRecord>, ChainError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ChainError::Rpc {
+                what: "hub(address)".into(),
+                reason: "connection refused".into(),
+            });
+        }
         Ok(self.listed.lock().unwrap().get(&wallet).cloned())
     }
     async fn wallet_status(&self, wallet: Address) -> Result<WalletStatus, ChainError> {
@@ -324,6 +332,57 @@ async fn test_trust_flow_reaches_safe_on_scripted_chain() {
         },
     );
     _test_trust_flow(hub_id, wallet, chain.clone(), &chain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_chain_outage_defers_the_check_instead_of_rejecting() {
+    let hub_id = Identity::ephemeral();
+    let wallet = Address::repeat_byte(0x66);
+    let chain = Arc::new(ScriptedChain::default());
+    chain.listed.lock().unwrap().insert(
+        wallet,
+        WhitelistRecord {
+            owner: hub_id.address(),
+            listed: true,
+            trusted: false,
+            multiaddr: String::new(),
+            name: "good-hub".into(),
+        },
+    );
+    chain.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let fleet = start_fleet(
+        vec![(hub_id, hub_settings(wallet, "good-hub"))],
+        1,
+        chain.clone(),
+    )
+    .await;
+    let path = &fleet.book_paths[0];
+    wait_until(
+        "the hub to be heard while the chain is down",
+        TIMEOUT,
+        || async {
+            HubBook::load(path)
+                .ok()
+                .and_then(|b| {
+                    b.get(&wallet)
+                        .map(|e| e.reason.starts_with("chain unreachable"))
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(trust_in(path, wallet), Some(Trust::Ignored));
+    // The chain comes back: the next announcement is checked again and passes.
+    chain.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_trust(
+        path,
+        wallet,
+        Trust::NotConfirmed,
+        "the hub checked once the chain is back",
+    )
+    .await;
+    let _ = fleet.stop.send(true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

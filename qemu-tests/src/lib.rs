@@ -216,6 +216,7 @@ pub struct VmConfig {
     pub overlay: Option<Overlay>,
     /// `-netdev` specs; each gets a virtio-net device with a distinct MAC.
     pub netdevs: Vec<String>,
+
     pub memory_mb: u32,
 }
 
@@ -238,6 +239,31 @@ impl VmConfig {
     pub fn overlay(mut self, overlay: Overlay) -> VmConfig {
         self.overlay = Some(overlay);
         self
+    }
+
+    /// Adds a NIC (the guest's next ethN) on the shared L2 segment `lan`, beside the
+    /// user-network uplink that reaches the host as 10.0.2.2.
+    pub fn on_lan(mut self, lan: &Lan) -> VmConfig {
+        self.netdevs.push(format!(
+            "socket,mcast=230.0.0.1:{},localaddr=127.0.0.1",
+            lan.port
+        ));
+        self
+    }
+}
+
+/// A shared L2 segment: QEMU's socket netdev over one loopback multicast group per test.
+pub struct Lan {
+    pub port: u16,
+}
+
+impl Lan {
+    /// A segment on its own multicast port, so concurrent tests do not share frames.
+    pub fn new() -> std::io::Result<Lan> {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        Ok(Lan {
+            port: socket.local_addr()?.port(),
+        })
     }
 }
 

@@ -39,6 +39,17 @@ pub struct MinerSettings {
 }
 
 /// Runs until `stop` turns true or the bus stops.
+/// Why a hub failed its chain checks.
+enum CheckFailed {
+    /// Not acceptable yet: unlisted while only listed hubs are accepted, or its wallet is
+    /// not registered or has nothing to pay with. A hub may register or top up later.
+    NotYet(String),
+    /// The chain could not be read; nothing is known about the hub yet.
+    Unreachable(String),
+    /// The chain contradicts the announcement.
+    Bad(String),
+}
+
 pub async fn run(
     bus: Bus,
     mut events: mpsc::Receiver<BusEvent>,
@@ -121,15 +132,16 @@ impl Miner {
         }
         // Chain checks every time until confirmed: a hub may register or top up later.
         if known.is_none_or(|t| t < Trust::NotConfirmed) {
-            if let Err(reason) = self.check_chain(&a).await {
-                let ignored = reason.starts_with("not whitelisted");
+            if let Err(failed) = self.check_chain(&a).await {
                 let e = self.book.hubs.get_mut(&wallet).expect("observed above");
-                e.trust = if ignored {
-                    Trust::Ignored
-                } else {
-                    Trust::Rejected
+                (e.trust, e.reason) = match failed {
+                    // Both are looked at again on the hub's next announcement.
+                    CheckFailed::NotYet(r) => (Trust::Ignored, r),
+                    CheckFailed::Unreachable(r) => {
+                        (Trust::Ignored, format!("chain unreachable: {r}"))
+                    }
+                    CheckFailed::Bad(r) => (Trust::Rejected, r),
                 };
-                e.reason = reason;
                 tracing::info!(
                     "bus: hub {wallet} ({}) {}: {}",
                     a.name,
@@ -162,25 +174,31 @@ impl Miner {
         self.save();
     }
 
-    /// Whitelist and wallet checks; Err carries the reason to record.
-    async fn check_chain(&mut self, a: &HubAnnouncement) -> Result<(), String> {
+    /// Whitelist and wallet checks; Err says why and whether to look again.
+    async fn check_chain(&mut self, a: &HubAnnouncement) -> Result<(), CheckFailed> {
         let Some(chain) = self.chain.clone() else {
             if self.settings.strict_whitelist {
-                return Err("not whitelisted: no chain configured to check".into());
+                return Err(CheckFailed::NotYet(
+                    "not whitelisted: no chain configured to check".into(),
+                ));
             }
             return Ok(());
+        };
+        let unreachable = |what: &str| {
+            let what = what.to_owned();
+            move |e| CheckFailed::Unreachable(format!("{what}: {e}"))
         };
         let record = chain
             .whitelist_record(a.wallet)
             .await
-            .map_err(|e| format!("whitelist: {e}"))?;
+            .map_err(unreachable("whitelist"))?;
         let listed = record.as_ref().is_some_and(|r| r.listed);
         if let Some(r) = &record {
             if r.owner != a.owner {
-                return Err(format!(
+                return Err(CheckFailed::Bad(format!(
                     "announced owner {} is not the whitelisted owner {}",
                     a.owner, r.owner
-                ));
+                )));
             }
         }
         {
@@ -190,7 +208,7 @@ impl Miner {
         }
         if !listed {
             if self.settings.strict_whitelist {
-                return Err("not whitelisted (strict mode)".into());
+                return Err(CheckFailed::NotYet("not whitelisted (strict mode)".into()));
             }
             // Accepting all hubs: an unlisted wallet has no chain record worth reading.
             return Ok(());
@@ -198,20 +216,23 @@ impl Miner {
         let status = chain
             .wallet_status(a.wallet)
             .await
-            .map_err(|e| format!("wallet: {e}"))?;
+            .map_err(unreachable("wallet"))?;
         let payouts = chain
             .payouts(a.wallet, None)
             .await
-            .map_err(|e| format!("payouts: {e}"))?;
+            .map_err(unreachable("payouts"))?;
         let e = self.book.hubs.get_mut(&a.wallet).expect("observed");
         e.wallet_registered = status.registered;
         e.spendable_wei = status.spendable;
         e.recent_payouts = payouts.len();
         if !status.registered {
-            return Err(format!("wallet is {}, not Registered", status.state));
+            return Err(CheckFailed::NotYet(format!(
+                "wallet is {}, not Registered",
+                status.state
+            )));
         }
         if status.spendable == U256::ZERO {
-            return Err("wallet has no spendable funds".into());
+            return Err(CheckFailed::NotYet("wallet has no spendable funds".into()));
         }
         Ok(())
     }

@@ -56,9 +56,14 @@ impl Running {
 }
 
 /// Starts the bus in the configured role on the current tokio runtime.
-pub fn start(config: &Config) -> Result<Running, StartError> {
+pub async fn start(config: &Config) -> Result<Running, StartError> {
     let cfg = &config.bus;
-    let identity = Identity::load_or_create(&BusConfig::state_dir(&config.state_dir))?;
+    // Creating keys reads the kernel's CRNG, which may still be seeding on a first boot;
+    // off the async threads so nothing else waits for it.
+    let dir = BusConfig::state_dir(&config.state_dir);
+    let identity = tokio::task::spawn_blocking(move || Identity::load_or_create(&dir))
+        .await
+        .expect("identity loader does not panic")?;
     let (bus, events) = swarm::spawn(&identity, cfg.swarm())?;
     let (stop, stop_rx) = watch::channel(false);
     let task = match config.role {
@@ -85,14 +90,35 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             tokio::spawn(miner::run(bus, events, chain, settings, stop_rx))
         }
     };
-    tracing::info!("bus: started as {:?}", config.role);
+    tracing::info!(
+        "bus: started as {:?}, peer {}, address {}",
+        config.role,
+        identity.peer_id(),
+        identity.address()
+    );
     Ok(Running { stop, task })
 }
 
-/// [`start`] when `[bus] enabled`; a failure is logged, not fatal, like the network's.
+/// Starts the bus in the background when `[bus] enabled`, so boot never waits for it; a
+/// failure is logged, not fatal, like the network's.
 pub fn start_if_enabled(config: &Config) -> Option<Running> {
     if !config.bus.enabled {
         return None;
     }
-    start(config).map_err(|e| tracing::error!("{e}")).ok()
+    let config = config.clone();
+    let (stop, mut stop_rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let running = tokio::select! {
+            r = start(&config) => r,
+            _ = stop_rx.changed() => return,
+        };
+        match running {
+            Ok(running) => {
+                let _ = stop_rx.changed().await;
+                running.stop().await;
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    });
+    Some(Running { stop, task })
 }

@@ -39,6 +39,10 @@ pub struct BusConfig {
     pub min_positive_verdicts: u32,
     /// Miners: hub wallet to work for; empty chooses by expected profit x trust.
     pub join: String,
+    /// Miners: seconds between two reads of the chain for payouts, and between join attempts.
+    pub chain_poll_secs: u64,
+    /// Miners: least seconds between two reputation questions about the same hub.
+    pub ask_every_secs: u64,
     pub hub: HubConfig,
 }
 
@@ -58,6 +62,8 @@ impl Default for BusConfig {
             payout_lookback_blocks: 200_000,
             min_positive_verdicts: 2,
             join: String::new(),
+            chain_poll_secs: 15,
+            ask_every_secs: 60,
             hub: HubConfig::default(),
         }
     }
@@ -136,6 +142,12 @@ impl BusConfig {
         if self.min_positive_verdicts == 0 {
             return Err(("bus.min_positive_verdicts", "must be at least 1".into()));
         }
+        if self.chain_poll_secs == 0 {
+            return Err(("bus.chain_poll_secs", "must be at least 1".into()));
+        }
+        if self.ask_every_secs == 0 {
+            return Err(("bus.ask_every_secs", "must be at least 1".into()));
+        }
         multiaddrs("bus.hub.announce", &self.hub.announce)?;
         if self.hub.announce_interval_secs == 0 {
             return Err((
@@ -170,8 +182,8 @@ impl BusConfig {
             min_positive_verdicts: self.min_positive_verdicts as usize,
             join: address("", &self.join).ok().flatten(),
             resources: Resources::detect(),
-            poll: Duration::from_secs(15),
-            ask_every: Duration::from_secs(60),
+            poll: Duration::from_secs(self.chain_poll_secs),
+            ask_every: Duration::from_secs(self.ask_every_secs),
             book_path: Self::state_dir(state_dir).join(BOOK_FILE),
         }
     }

@@ -99,6 +99,18 @@ pub async fn uplink_up(
     })
 }
 
+/// Brings up an extra interface with its static address and no route beyond its subnet.
+pub async fn static_link_up(
+    nl: &Netlink,
+    link: &crate::config::LinkConfig,
+    timeout: Duration,
+) -> Result<(), NetError> {
+    let (address, prefix) = parse_cidr(&link.address).map_err(NetError::Static)?;
+    let iface = wait_for_uplink(&link.interface, timeout).await?;
+    nl.link_up(iface.index).await?;
+    nl.add_address(iface.index, address, prefix).await
+}
+
 async fn apply(
     nl: &Netlink,
     iface: &Iface,

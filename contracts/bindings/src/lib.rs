@@ -8,6 +8,8 @@
 
 mod artifacts;
 mod deployment;
+#[cfg(feature = "devnet")]
+pub mod devnet;
 
 pub use artifacts::{artifact_path, creation_bytecode, ArtifactError};
 pub use deployment::{Deployment, DeploymentError};
