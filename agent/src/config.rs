@@ -56,6 +56,8 @@ pub struct Config {
     pub power: PowerConfig,
     pub runtime: RuntimeConfig,
     pub slave: SlaveConfig,
+    /// The Ethereum endpoint and deployment.
+    pub chain: crate::chain::ChainConfig,
     /// The P2P bus: discovery, hub announcements, the miners' trust flow.
     pub bus: crate::bus::BusConfig,
     /// Helper daemons the agent starts and supervises, in order.
@@ -74,6 +76,7 @@ impl Default for Config {
             power: PowerConfig::default(),
             runtime: RuntimeConfig::default(),
             slave: SlaveConfig::default(),
+            chain: crate::chain::ChainConfig::default(),
             bus: crate::bus::BusConfig::default(),
             services: Vec::new(),
         }
@@ -407,6 +410,9 @@ impl Config {
                 format!("{bad:?} is not host:port"),
             ));
         }
+        self.chain
+            .validate()
+            .map_err(|(field, reason)| invalid(field, reason))?;
         self.bus
             .validate(self.role == Role::Hub)
             .map_err(|(field, reason)| invalid(field, reason))?;
@@ -550,7 +556,8 @@ mod tests {
                 "[bus]\nbootstrap = [\"/ip4/10.0.0.1/tcp/4001\"]",
                 "bus.bootstrap",
             ),
-            ("[bus]\nrpc_url = \"http://127.0.0.1:8545\"", "bus.deployment"),
+            ("[chain]\nrpc_url = \"http://127.0.0.1:8545\"", "chain.deployment"),
+            ("[chain]\nrpc_url = \"ws://127.0.0.1:8545\"", "chain.rpc_url"),
             (
                 "role = \"hub\"\n[bus]\nenabled = true",
                 "bus.hub.wallet",

@@ -5,12 +5,14 @@
 //! every boot. Off the image, [`daemon::run`] drives the same [`node`] core.
 
 pub mod bus;
+pub mod chain;
 pub mod cmdline;
 pub mod config;
 pub mod daemon;
 pub mod init;
 pub mod kmod;
 pub mod logging;
+pub mod market;
 pub mod mounts;
 pub mod net;
 pub mod node;

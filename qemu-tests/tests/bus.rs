@@ -113,11 +113,12 @@ min_payout = 1000000
 [[network.link]]
 interface = "eth1"
 address = "10.77.0.{n}/24"
+[chain]
+rpc_url = "{rpc}"
+deployment = "/etc/sosna/deployment.json"
 [bus]
 enabled = true
 listen = ["/ip4/10.77.0.{n}/tcp/4001"]
-rpc_url = "{rpc}"
-deployment = "/etc/sosna/deployment.json"
 min_positive_verdicts = 1
 chain_poll_secs = 2
 ask_every_secs = 4

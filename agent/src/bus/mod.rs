@@ -76,15 +76,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             tokio::spawn(hub::run(bus, events, cfg.hub(name), stop_rx))
         }
         Role::Miner => {
-            let chain: Option<Arc<dyn chain::ChainView>> = if cfg.rpc_url.is_empty() {
-                None
-            } else {
-                let deployment = sosna_contracts::Deployment::from_path(&cfg.deployment)?;
+            let chain: Option<Arc<dyn chain::ChainView>> = if config.chain.enabled() {
+                let deployment = sosna_contracts::Deployment::from_path(&config.chain.deployment)?;
                 Some(Arc::new(chain::RpcChain::connect(
-                    &cfg.rpc_url,
+                    &config.chain.rpc_url,
                     deployment,
                     cfg.payout_lookback_blocks,
                 )?))
+            } else {
+                None
             };
             let settings = cfg.miner(&config.state_dir);
             tokio::spawn(miner::run(bus, events, chain, settings, stop_rx))

@@ -29,10 +29,6 @@ pub struct BusConfig {
     pub mdns: bool,
     /// Miners: accept only hubs listed in the Whitelist contract.
     pub strict_whitelist: bool,
-    /// Ethereum JSON-RPC URL for Whitelist and HubWallet checks; empty means no chain.
-    pub rpc_url: String,
-    /// Deployment JSON written by contracts/script/Deploy.s.sol; required with rpc_url.
-    pub deployment: String,
     /// How many blocks back a hub's payouts are read.
     pub payout_lookback_blocks: u64,
     /// Miners: distinct positive verdicts from other miners that make a hub `checked`.
@@ -57,8 +53,6 @@ impl Default for BusConfig {
             bootstrap: Vec::new(),
             mdns: true,
             strict_whitelist: true,
-            rpc_url: String::new(),
-            deployment: String::new(),
             payout_lookback_blocks: 200_000,
             min_positive_verdicts: 2,
             join: String::new(),
@@ -133,12 +127,6 @@ impl BusConfig {
             }
         }
         address("bus.join", &self.join)?;
-        if !self.rpc_url.is_empty() {
-            url::Url::parse(&self.rpc_url).map_err(|e| ("bus.rpc_url", e.to_string()))?;
-            if self.deployment.is_empty() {
-                return Err(("bus.deployment", "required with rpc_url".into()));
-            }
-        }
         if self.min_positive_verdicts == 0 {
             return Err(("bus.min_positive_verdicts", "must be at least 1".into()));
         }

@@ -98,6 +98,22 @@ impl Devnet {
         })
     }
 
+    /// Stops anvil answering (SIGSTOP) while it keeps its port and state: to clients it is
+    /// an endpoint that accepts connections and never replies.
+    pub fn freeze(&self) -> Result<(), DevnetError> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a frozen anvil carry on (SIGCONT).
+    pub fn thaw(&self) -> Result<(), DevnetError> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<(), DevnetError> {
+        let pid = nix::unistd::Pid::from_raw(self._anvil.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).map_err(|e| err(format!("{sig} anvil: {e}")))
+    }
+
     /// Host-side RPC URL.
     pub fn rpc_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

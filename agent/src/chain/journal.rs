@@ -1,0 +1,106 @@
+//! The sender's journal on the state directory: the next nonce and every signed transaction
+//! not yet confirmed. A transaction is written here before it is broadcast, so after a
+//! crash or an outage the same signed bytes are sent again: it lands once or not at all,
+//! and its nonce is never handed to another transaction.
+
+use std::path::{Path, PathBuf};
+
+use alloy_primitives::{Bytes, B256};
+use serde::{Deserialize, Serialize};
+
+use super::ChainError;
+
+pub const JOURNAL_FILE: &str = "txs.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTx {
+    pub nonce: u64,
+    pub hash: B256,
+    /// The signed EIP-2718 envelope.
+    pub raw: Bytes,
+    /// What the transaction does, for logs and `sosna` status output.
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    /// Chain the nonces belong to.
+    pub chain_id: u64,
+    /// The nonce the next transaction gets, unless the chain already counts higher.
+    pub next_nonce: u64,
+    pub pending: Vec<PendingTx>,
+}
+
+impl Journal {
+    /// Reads the journal; a missing file is an empty journal.
+    pub fn load(path: &Path) -> Result<Journal, ChainError> {
+        let err = |reason: String| ChainError::State {
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Journal::default()),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// Writes the journal durably: temp file, fsync, rename, fsync the directory.
+    pub fn save(&self, path: &Path) -> Result<(), ChainError> {
+        let err = |reason: String| ChainError::State {
+            path: path.to_owned(),
+            reason,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        let tmp: PathBuf = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).expect("journal serialises");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
+            f.write_all(&text).map_err(|e| err(e.to_string()))?;
+            f.sync_all().map_err(|e| err(e.to_string()))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Drops a confirmed or superseded transaction.
+    pub fn remove(&mut self, hash: &B256) {
+        self.pending.retain(|p| p.hash != *hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_round_trips_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain").join(JOURNAL_FILE);
+        assert_eq!(Journal::load(&path).unwrap(), Journal::default());
+        let mut j = Journal {
+            chain_id: 31337,
+            next_nonce: 7,
+            pending: vec![PendingTx {
+                nonce: 6,
+                hash: B256::repeat_byte(1),
+                raw: Bytes::from_static(b"\x02\x01"),
+                label: "approve".into(),
+            }],
+        };
+        j.save(&path).unwrap();
+        assert_eq!(Journal::load(&path).unwrap(), j);
+        j.remove(&B256::repeat_byte(1));
+        assert!(j.pending.is_empty());
+
+        std::fs::write(&path, b"{\"next_nonce\": \"x\"}").unwrap();
+        let e = Journal::load(&path).unwrap_err().to_string();
+        assert!(e.contains("txs.json") && e.contains("expected u64"), "{e}");
+    }
+}

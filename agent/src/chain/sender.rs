@@ -1,0 +1,307 @@
+//! Sends transactions signed with the node's key. Each is journaled (see [`super::journal`])
+//! before it is broadcast; broadcasting and waiting retry with backoff while the RPC
+//! endpoint is down, and a transaction counts as done once `confirmations` blocks hold it.
+//! After a restart, [`Sender::resume`] drives what the journal still holds to the end.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy_network::{EthereumWallet, TransactionBuilder};
+use alloy_primitives::{Address, Bytes, TxKind};
+use alloy_provider::{DynProvider, Provider};
+use alloy_rpc_types_eth::{TransactionInput, TransactionReceipt, TransactionRequest};
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::SolCall;
+use alloy_transport::{RpcError, TransportErrorKind};
+use tokio::sync::Mutex;
+
+use super::journal::{Journal, PendingTx, JOURNAL_FILE};
+use super::{Backoff, ChainConfig, ChainError};
+
+/// How many polls without a receipt before the signed bytes are broadcast again (a node
+/// may have dropped them from its pool, or restarted).
+const REBROADCAST_POLLS: u32 = 10;
+
+pub struct Sender {
+    provider: DynProvider,
+    wallet: EthereumWallet,
+    address: Address,
+    chain_id: u64,
+    path: PathBuf,
+    journal: Mutex<Journal>,
+    cfg: ChainConfig,
+    retries: AtomicU64,
+}
+
+type RpcResult<T> = Result<T, RpcError<TransportErrorKind>>;
+
+impl Sender {
+    /// Opens the journal under `dir` and learns the chain id (waiting out an outage). A
+    /// journal written for another chain is refused rather than mixed up.
+    pub async fn open(
+        provider: DynProvider,
+        key: PrivateKeySigner,
+        dir: &std::path::Path,
+        cfg: &ChainConfig,
+    ) -> Result<Sender, ChainError> {
+        let path = dir.join(JOURNAL_FILE);
+        let mut journal = Journal::load(&path)?;
+        let mut sender = Sender {
+            address: key.address(),
+            wallet: EthereumWallet::from(key),
+            provider,
+            chain_id: 0,
+            path,
+            journal: Mutex::new(Journal::default()),
+            cfg: cfg.clone(),
+            retries: AtomicU64::new(0),
+        };
+        let chain_id = sender
+            .retry("eth_chainId", || sender.provider.get_chain_id())
+            .await?;
+        if journal.chain_id == 0 {
+            journal.chain_id = chain_id;
+        } else if journal.chain_id != chain_id {
+            return Err(ChainError::WrongChain {
+                what: format!("the journal {}", sender.path.display()),
+                got: journal.chain_id,
+                want: chain_id,
+            });
+        }
+        sender.chain_id = chain_id;
+        sender.journal = Mutex::new(journal);
+        Ok(sender)
+    }
+
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// RPC calls retried so far because the endpoint was unreachable.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Transactions signed but not yet confirmed.
+    pub async fn pending(&self) -> Vec<PendingTx> {
+        self.journal.lock().await.pending.clone()
+    }
+
+    /// Signs, journals, broadcasts and confirms one contract call.
+    pub async fn send<C: SolCall>(
+        &self,
+        label: &str,
+        to: Address,
+        call: C,
+    ) -> Result<TransactionReceipt, ChainError> {
+        self.send_raw(label, to, Bytes::from(call.abi_encode()))
+            .await
+    }
+
+    /// [`Sender::send`] for calldata encoded elsewhere.
+    pub async fn send_raw(
+        &self,
+        label: &str,
+        to: Address,
+        input: Bytes,
+    ) -> Result<TransactionReceipt, ChainError> {
+        let tx = self.prepare(label, to, input).await?;
+        self.submit(tx).await
+    }
+
+    /// Picks the nonce, estimates gas (a call that would revert fails here, costing
+    /// nothing), signs, and journals the transaction. Nothing is broadcast yet.
+    pub async fn prepare(
+        &self,
+        label: &str,
+        to: Address,
+        input: Bytes,
+    ) -> Result<PendingTx, ChainError> {
+        let mut journal = self.journal.lock().await;
+        let counted = self
+            .retry("eth_getTransactionCount", || {
+                self.provider.get_transaction_count(self.address).pending()
+            })
+            .await?;
+        let nonce = counted.max(journal.next_nonce);
+        let mut request = TransactionRequest {
+            from: Some(self.address),
+            to: Some(TxKind::Call(to)),
+            input: TransactionInput::new(input),
+            nonce: Some(nonce),
+            chain_id: Some(self.chain_id),
+            ..Default::default()
+        };
+        let gas = self
+            .retry("eth_estimateGas", || {
+                self.provider.estimate_gas(request.clone())
+            })
+            .await
+            .map_err(|e| match e {
+                ChainError::Rpc { reason, .. } => ChainError::Reverted {
+                    what: label.to_owned(),
+                    reason,
+                },
+                other => other,
+            })?;
+        let fees = self
+            .retry("fee estimate", || self.provider.estimate_eip1559_fees())
+            .await?;
+        // Headroom: state may move between estimate and inclusion.
+        request.set_gas_limit(gas + gas / 5);
+        request.set_max_fee_per_gas(fees.max_fee_per_gas);
+        request.set_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        let envelope = request
+            .build(&self.wallet)
+            .await
+            .map_err(|e| ChainError::Rpc {
+                what: format!("signing {label}"),
+                reason: e.to_string(),
+            })?;
+        use alloy_eips::eip2718::Encodable2718;
+        let tx = PendingTx {
+            nonce,
+            hash: *envelope.tx_hash(),
+            raw: Bytes::from(envelope.encoded_2718()),
+            label: label.to_owned(),
+        };
+        journal.pending.push(tx.clone());
+        journal.next_nonce = nonce + 1;
+        journal.save(&self.path)?;
+        tracing::info!("chain: {label}: tx {} nonce {nonce}", tx.hash);
+        Ok(tx)
+    }
+
+    /// Broadcasts a journaled transaction and waits for its confirmations, sending the same
+    /// bytes again if the node seems to have lost them. The journal forgets it once it is
+    /// confirmed (or its nonce was taken by another transaction of this key).
+    pub async fn submit(&self, tx: PendingTx) -> Result<TransactionReceipt, ChainError> {
+        let outcome = self.drive(&tx).await;
+        // Other errors keep it journaled: it may still land, and resume() looks again.
+        if matches!(outcome, Ok(_) | Err(ChainError::Superseded { .. })) {
+            let mut journal = self.journal.lock().await;
+            journal.remove(&tx.hash);
+            journal.save(&self.path)?;
+        }
+        let receipt = outcome?;
+        if !receipt.status() {
+            return Err(ChainError::Reverted {
+                what: tx.label.clone(),
+                reason: format!(
+                    "tx {} failed in block {}",
+                    tx.hash,
+                    receipt.block_number.unwrap_or_default()
+                ),
+            });
+        }
+        tracing::info!(
+            "chain: {}: confirmed in block {} ({} gas)",
+            tx.label,
+            receipt.block_number.unwrap_or_default(),
+            receipt.gas_used
+        );
+        Ok(receipt)
+    }
+
+    /// Finishes every transaction the journal holds (e.g. after a restart), in nonce order.
+    pub async fn resume(&self) -> Vec<(PendingTx, Result<TransactionReceipt, ChainError>)> {
+        let mut pending = self.pending().await;
+        pending.sort_by_key(|t| t.nonce);
+        let mut out = Vec::new();
+        for tx in pending {
+            tracing::info!("chain: resuming {} (nonce {})", tx.label, tx.nonce);
+            let result = self.submit(tx.clone()).await;
+            out.push((tx, result));
+        }
+        out
+    }
+
+    async fn drive(&self, tx: &PendingTx) -> Result<TransactionReceipt, ChainError> {
+        loop {
+            match self
+                .retry("eth_sendRawTransaction", || {
+                    self.provider.send_raw_transaction(&tx.raw)
+                })
+                .await
+            {
+                Ok(_) => {}
+                // "already known", "nonce too low": it may be mined already; the receipt
+                // tells.
+                Err(ChainError::Rpc { reason, .. }) => {
+                    tracing::debug!("chain: {} broadcast: {reason}", tx.label)
+                }
+                Err(e) => return Err(e),
+            }
+            for _ in 0..REBROADCAST_POLLS {
+                let receipt = self
+                    .retry("eth_getTransactionReceipt", || {
+                        self.provider.get_transaction_receipt(tx.hash)
+                    })
+                    .await?;
+                if let Some(receipt) = receipt {
+                    let mined = receipt.block_number.unwrap_or_default();
+                    let head = self
+                        .retry("eth_blockNumber", || self.provider.get_block_number())
+                        .await?;
+                    if head + 1 >= mined + self.cfg.confirmations {
+                        return Ok(receipt);
+                    }
+                } else {
+                    let used = self
+                        .retry("eth_getTransactionCount", || {
+                            self.provider.get_transaction_count(self.address).latest()
+                        })
+                        .await?;
+                    if used > tx.nonce {
+                        // Our nonce is spent; look once more for our own receipt (it may
+                        // have been mined between the two reads) before giving up on it.
+                        let again = self
+                            .retry("eth_getTransactionReceipt", || {
+                                self.provider.get_transaction_receipt(tx.hash)
+                            })
+                            .await?;
+                        if again.is_none() {
+                            return Err(ChainError::Superseded {
+                                what: tx.label.clone(),
+                                nonce: tx.nonce,
+                            });
+                        }
+                        continue;
+                    }
+                }
+                tokio::time::sleep(self.cfg.poll()).await;
+            }
+        }
+    }
+
+    /// Calls `f` until it does not fail for want of a connection, backing off in between.
+    /// An error the node itself returns (a revert, a bad request) is not retried.
+    async fn retry<T, F, Fut>(&self, what: &str, f: F) -> Result<T, ChainError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::IntoFuture<Output = RpcResult<T>>,
+    {
+        let mut backoff: Backoff = self.cfg.retry();
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(RpcError::Transport(kind)) => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = backoff.next_delay();
+                    tracing::warn!("chain: {what}: {kind}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    return Err(ChainError::Rpc {
+                        what: what.to_owned(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+}
