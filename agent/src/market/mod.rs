@@ -1,5 +1,7 @@
 //! The marketplace's verification rules (DESIGN §1 steps 4–5, seed §2.7): what a miner
-//! signs for its result ([`attest`]) and how a hub decides between replicas ([`verify`]).
+//! signs for its result ([`attest`]), how a hub decides between replicas ([`verify`]), and
+//! how a miner runs a task into a result bundle ([`work`]).
 
 pub mod attest;
 pub mod verify;
+pub mod work;

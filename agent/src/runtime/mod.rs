@@ -449,6 +449,11 @@ impl Runtime {
             .collect()
     }
 
+    /// Bytes of stdout (and of stderr) kept per container.
+    pub fn log_cap_bytes(&self) -> u64 {
+        self.inner.cfg.log_cap_bytes
+    }
+
     /// Output so far: (stdout, stderr).
     pub fn logs(&self, id: &str) -> Result<(Vec<u8>, Vec<u8>), RuntimeError> {
         if !self.lock().contains_key(id) {
