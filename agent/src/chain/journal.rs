@@ -22,6 +22,21 @@ pub struct PendingTx {
     pub label: String,
 }
 
+/// A transaction that reached its confirmations, kept so that a caller repeating a step
+/// after a restart (same label) learns it is done instead of sending it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentTx {
+    pub label: String,
+    pub hash: B256,
+    pub block: u64,
+    pub gas_used: u64,
+    /// False when it was mined but reverted.
+    pub ok: bool,
+}
+
+/// How many confirmed transactions the journal remembers.
+pub const SENT_KEPT: usize = 4096;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Journal {
@@ -30,6 +45,8 @@ pub struct Journal {
     /// The nonce the next transaction gets, unless the chain already counts higher.
     pub next_nonce: u64,
     pub pending: Vec<PendingTx>,
+    #[serde(default)]
+    pub sent: Vec<SentTx>,
 }
 
 impl Journal {
@@ -73,6 +90,15 @@ impl Journal {
     pub fn remove(&mut self, hash: &B256) {
         self.pending.retain(|p| p.hash != *hash);
     }
+
+    /// Records a confirmed transaction, forgetting the oldest beyond [`SENT_KEPT`].
+    pub fn record(&mut self, sent: SentTx) {
+        self.sent.push(sent);
+        if self.sent.len() > SENT_KEPT {
+            let extra = self.sent.len() - SENT_KEPT;
+            self.sent.drain(..extra);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +119,7 @@ mod tests {
                 raw: Bytes::from_static(b"\x02\x01"),
                 label: "approve".into(),
             }],
+            sent: Vec::new(),
         };
         j.save(&path).unwrap();
         assert_eq!(Journal::load(&path).unwrap(), j);

@@ -15,7 +15,7 @@ use alloy_sol_types::SolCall;
 use alloy_transport::{RpcError, TransportErrorKind};
 use tokio::sync::Mutex;
 
-use super::journal::{Journal, PendingTx, JOURNAL_FILE};
+use super::journal::{Journal, PendingTx, SentTx, JOURNAL_FILE};
 use super::{Backoff, ChainConfig, ChainError};
 
 /// How many polls without a receipt before the signed bytes are broadcast again (a node
@@ -102,6 +102,50 @@ impl Sender {
             .await
     }
 
+    /// Sends `call` unless a transaction labelled `label` was already confirmed or is still
+    /// journaled: the label is an idempotency key, so a step repeated after a crash or a
+    /// restart is sent at most once. A step that was mined but reverted is an error.
+    pub async fn send_once<C: SolCall>(
+        &self,
+        label: &str,
+        to: Address,
+        call: C,
+    ) -> Result<SentTx, ChainError> {
+        let (done, pending) = {
+            let journal = self.journal.lock().await;
+            (
+                journal
+                    .sent
+                    .iter()
+                    .rev()
+                    .find(|s| s.label == label)
+                    .cloned(),
+                journal.pending.iter().find(|p| p.label == label).cloned(),
+            )
+        };
+        let receipt = match (done, pending) {
+            (Some(sent), _) if sent.ok => return Ok(sent),
+            (Some(sent), _) => {
+                return Err(ChainError::Reverted {
+                    what: label.to_owned(),
+                    reason: format!("tx {} failed in block {}", sent.hash, sent.block),
+                })
+            }
+            (None, Some(tx)) => self.submit(tx).await?,
+            (None, None) => {
+                self.send_raw(label, to, Bytes::from(call.abi_encode()))
+                    .await?
+            }
+        };
+        Ok(SentTx {
+            label: label.to_owned(),
+            hash: receipt.transaction_hash,
+            block: receipt.block_number.unwrap_or_default(),
+            gas_used: receipt.gas_used,
+            ok: true,
+        })
+    }
+
     /// [`Sender::send`] for calldata encoded elsewhere.
     pub async fn send_raw(
         &self,
@@ -185,6 +229,15 @@ impl Sender {
         if matches!(outcome, Ok(_) | Err(ChainError::Superseded { .. })) {
             let mut journal = self.journal.lock().await;
             journal.remove(&tx.hash);
+            if let Ok(r) = &outcome {
+                journal.record(SentTx {
+                    label: tx.label.clone(),
+                    hash: tx.hash,
+                    block: r.block_number.unwrap_or_default(),
+                    gas_used: r.gas_used,
+                    ok: r.status(),
+                });
+            }
             journal.save(&self.path)?;
         }
         let receipt = outcome?;
