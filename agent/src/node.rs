@@ -47,7 +47,7 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
             as Arc<dyn crate::slave::session::Service>
     });
     let slave = crate::slave::start_for(config, node_service.collect()).await;
-    let bus = crate::bus::start_if_enabled(config);
+    let bus = crate::bus::start_if_enabled(config, runtime.clone());
     println!("{}", status::ready_line());
     if mode == Mode::Init {
         // Each module costs a signature check; those not needed for READY load after it.

@@ -11,21 +11,33 @@ use sosna_agent::runtime::registry::LocalRegistry;
 use sosna_agent::runtime::task::TaskSpec;
 use sosna_agent::runtime::{pull, Runtime, RuntimeConfig};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_tasks_run_into_bundles_replicas_can_compare() {
+/// One fixture at a time: each has its own reaper, and two reapers in one process would
+/// reap each other's shims.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A runtime with a busybox image pushed to a local registry; `None` without root.
+struct Fixture {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    _dir: tempfile::TempDir,
+    _registry: LocalRegistry,
+    registry_host: String,
+    reference: String,
+    rt: Runtime,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn fixture() -> Option<Fixture> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED: container tests need root");
-        return;
+        return None;
     }
+    let serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let registry = LocalRegistry::start(&dir.path().join("registry")).unwrap();
     let reference = format!("{}/busybox:task", registry.host());
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static (./dev deps)");
-    let (layer, diff) = busybox_layer(
-        busybox,
-        &["sh", "echo", "seq", "wc", "yes", "head", "sleep"],
-    )
-    .finish();
+    let applets = ["sh", "echo", "seq", "wc", "yes", "head", "sleep"];
+    let (layer, diff) = busybox_layer(busybox, &applets).finish();
     let image = Image {
         arch: pull::host_arch().into(),
         layers: vec![(layer, diff)],
@@ -39,7 +51,6 @@ async fn test_tasks_run_into_bundles_replicas_can_compare() {
     )
     .await
     .unwrap();
-
     let reaper = Reaper::new();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(reaper.clone().run(stop_rx));
@@ -55,6 +66,21 @@ async fn test_tasks_run_into_bundles_replicas_can_compare() {
         reaper,
     )
     .unwrap();
+    Some(Fixture {
+        _serial: serial,
+        _dir: dir,
+        registry_host: registry.host(),
+        _registry: registry,
+        reference,
+        rt,
+        _stop: stop,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_tasks_run_into_bundles_replicas_can_compare() {
+    let Some(f) = fixture().await else { return };
+    let (rt, reference) = (&f.rt, &f.reference);
     let task = |script: &str| TaskSpec {
         image: reference.clone(),
         args: vec!["sh".into(), "-c".into(), script.into()],
@@ -63,33 +89,33 @@ async fn test_tasks_run_into_bundles_replicas_can_compare() {
     };
 
     // Two replicas of one task: same bundle, same digest.
-    let a = execute(&rt, task("seq 1 5 | wc -l; echo done"))
+    let a = execute(rt, task("seq 1 5 | wc -l; echo done"))
         .await
         .unwrap();
-    let b = execute(&rt, task("seq 1 5 | wc -l; echo done"))
+    let b = execute(rt, task("seq 1 5 | wc -l; echo done"))
         .await
         .unwrap();
     assert_eq!(a.exit_code, 0);
     assert_eq!(String::from_utf8_lossy(&a.stdout), "5\ndone\n");
     assert_eq!(a.digest(), b.digest());
     // stderr is not part of the result; the exit code is.
-    let noisy = execute(&rt, task("seq 1 5 | wc -l; echo done; echo $$ >&2"))
+    let noisy = execute(rt, task("seq 1 5 | wc -l; echo done; echo $$ >&2"))
         .await
         .unwrap();
     assert_eq!(noisy.digest(), a.digest());
-    let failed = execute(&rt, task("echo done; exit 3")).await.unwrap();
+    let failed = execute(rt, task("echo done; exit 3")).await.unwrap();
     assert_eq!(failed.exit_code, 3);
     assert_ne!(failed.digest(), a.digest());
 
     // No result to vote on: too much output, or killed by the timeout.
-    let big = execute(&rt, task("yes | head -c 10000")).await.unwrap_err();
+    let big = execute(rt, task("yes | head -c 10000")).await.unwrap_err();
     assert!(
         matches!(big, WorkError::TooLarge { cap: 4096, .. }),
         "{big}"
     );
     let mut slow = task("sleep 30");
     slow.timeout_secs = 1;
-    let killed = tokio::time::timeout(Duration::from_secs(30), execute(&rt, slow))
+    let killed = tokio::time::timeout(Duration::from_secs(30), execute(rt, slow))
         .await
         .expect("the timeout ends the task")
         .unwrap_err();
@@ -99,10 +125,146 @@ async fn test_tasks_run_into_bundles_replicas_can_compare() {
     );
     // A reference that does not exist is an error, not a result.
     let mut missing = task("true");
-    missing.image = format!("{}/nothing:here", registry.host());
-    assert!(execute(&rt, missing).await.is_err());
+    missing.image = format!("{}/nothing:here", f.registry_host);
+    assert!(execute(rt, missing).await.is_err());
 
     // Every task container is gone afterwards.
     assert!(rt.ps().is_empty(), "{:?}", rt.ps());
+}
+
+/// A hub and three miners on in-memory swarms; each miner joined the hub and runs tasks
+/// through the real runtime. One miner forges its results: the hub decides by the other
+/// two, names the forger, and every result it keeps is signed by its miner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
+    use sosna_agent::bus::hub::{self, HubSettings};
+    use sosna_agent::bus::hubbook::{HubBook, Resources, BOOK_FILE};
+    use sosna_agent::bus::messages::{Agreement, PriceSchedule};
+    use sosna_agent::bus::miner::{self, MinerSettings};
+    use sosna_agent::bus::testnet::{spawn_node, wait_until};
+    use sosna_agent::bus::Identity;
+    use sosna_agent::market::attest::{self, Unit};
+    use sosna_agent::market::dispatch::Dispatcher;
+    use sosna_agent::market::worker::Worker;
+
+    let Some(f) = fixture().await else { return };
+    let wallet = alloy_primitives::Address::repeat_byte(0x77);
+    let domain = attest::domain(31337, alloy_primitives::Address::repeat_byte(0x99));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (hub_node, hub_events) = spawn_node(Identity::ephemeral()).unwrap();
+    let dispatcher = Dispatcher::new(hub_node.bus.clone(), domain.clone());
+    let agreement = Agreement {
+        prices: PriceSchedule::default(),
+        min_payout_usnm: 1,
+        payout_every_secs: 60,
+    };
+    tokio::spawn(hub::run_with_dispatcher(
+        hub_node.bus.clone(),
+        hub_events,
+        HubSettings {
+            wallet,
+            name: "hub".into(),
+            announce: Vec::new(),
+            interval: Duration::from_millis(300),
+            agreement,
+        },
+        Some(dispatcher.clone()),
+        stop_rx.clone(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut miners = Vec::new();
+    let mut books = Vec::new();
+    for i in 0..3 {
+        let (node, events) = spawn_node(Identity::ephemeral()).unwrap();
+        node.bus.dial(hub_node.addr.clone()).await.unwrap();
+        let cheat = i == 1;
+        let worker = Worker::new(
+            node.bus.clone(),
+            f.rt.clone(),
+            node.identity.eth.clone(),
+            domain.clone(),
+            1,
+            cheat,
+        );
+        let book_path = dir.path().join(format!("m{i}")).join(BOOK_FILE);
+        let settings = MinerSettings {
+            strict_whitelist: false,
+            min_positive_verdicts: 1,
+            join: Some(wallet),
+            resources: Resources {
+                cores: 1,
+                memory_gib: 1,
+                gpus: 0,
+            },
+            poll: Duration::from_millis(200),
+            ask_every: Duration::from_secs(60),
+            book_path: book_path.clone(),
+        };
+        tokio::spawn(miner::run_with_worker(
+            node.bus.clone(),
+            events,
+            None,
+            settings,
+            Some(worker),
+            stop_rx.clone(),
+        ));
+        books.push(book_path);
+        miners.push(node);
+    }
+    wait_until(
+        "all miners to join the hub",
+        Duration::from_secs(30),
+        || async {
+            books
+                .iter()
+                .all(|p| HubBook::load(p).is_ok_and(|b| b.get(&wallet).is_some_and(|e| e.joined)))
+        },
+    )
+    .await
+    .unwrap();
+
+    let spec = serde_json::json!({
+        "image": f.reference,
+        "args": ["sh", "-c", "seq 1 10 | wc -l"],
+        "timeout_secs": 30,
+    })
+    .to_string();
+    let unit = Unit {
+        hub: wallet,
+        id: alloy_primitives::B256::repeat_byte(0x05),
+        replicas: 3,
+    };
+    let result = dispatcher
+        .run_unit(unit, &spec, 1_000_000, Duration::from_secs(90))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&result.bundle.stdout), "10\n");
+    assert_eq!(result.bundle.exit_code, 0);
+    let forger = miners[1].identity.address();
+    assert_eq!(result.disagree, vec![forger]);
+    let mut honest: Vec<_> = [0, 2]
+        .iter()
+        .map(|i| miners[*i].identity.address())
+        .collect();
+    honest.sort();
+    assert_eq!(result.agree, honest);
+    assert_eq!(result.attestations.len(), 3);
+    for a in &result.attestations {
+        attest::check(&domain, &unit, a).unwrap();
+    }
+    // An offer for a wallet the miner did not join is refused.
+    let stranger = Unit {
+        hub: alloy_primitives::Address::repeat_byte(0x01),
+        ..unit
+    };
+    let err = dispatcher
+        .run_unit(stranger, &spec, 1, Duration::from_secs(10))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("every joined miner was asked (3), none took it"),
+        "{err}"
+    );
     let _ = stop.send(true);
 }

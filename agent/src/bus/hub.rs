@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::envelope::now_ms;
 use super::messages::{Agreement, HubAnnouncement, HubMetadata, Message, Request, Response};
 use super::swarm::{Bus, BusEvent};
+use crate::market::dispatch::Dispatcher;
 
 #[derive(Debug, Clone)]
 pub struct HubSettings {
@@ -22,11 +23,22 @@ pub struct HubSettings {
     pub agreement: Agreement,
 }
 
-/// Runs until `stop` turns true or the bus stops.
+/// Runs until `stop` turns true or the bus stops; takes no reports.
 pub async fn run(
+    bus: Bus,
+    events: mpsc::Receiver<BusEvent>,
+    settings: HubSettings,
+    stop: watch::Receiver<bool>,
+) {
+    run_with_dispatcher(bus, events, settings, None, stop).await
+}
+
+/// [`run`], telling `dispatcher` who joined and handing it the miners' reports.
+pub async fn run_with_dispatcher(
     bus: Bus,
     mut events: mpsc::Receiver<BusEvent>,
     settings: HubSettings,
+    dispatcher: Option<Dispatcher>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(settings.interval);
@@ -46,9 +58,17 @@ pub async fn run(
                                 if miners.insert(miner) {
                                     tracing::info!("bus: miner {miner} joined ({} in all)", miners.len());
                                 }
+                                if let Some(d) = &dispatcher {
+                                    d.joined(miner, r.peer);
+                                }
                                 Response::Joined(settings.agreement)
                             }
                         }
+                        Request::Offer(_) => Response::Refused("this node is a hub".into()),
+                        Request::Report(report) => match &dispatcher {
+                            Some(d) => d.on_report(r.from, report),
+                            None => Response::Refused("no task of this hub".into()),
+                        },
                     };
                     if let Err(e) = bus.respond(r.channel, response).await {
                         tracing::debug!("bus: responding: {e}");

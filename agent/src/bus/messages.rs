@@ -108,7 +108,42 @@ pub struct HubMetadata {
     pub version: String,
 }
 
-/// Direct miner → hub requests.
+/// Largest task spec (JSON) a hub may offer.
+pub const MAX_SPEC: usize = 16 * 1024;
+/// Largest stdout a result report may carry inline (the rpc frame is 64 KiB).
+pub const MAX_RESULT: usize = 32 * 1024;
+
+/// One replica of a unit of work, offered by a hub to a miner that joined it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskOffer {
+    pub unit: crate::market::attest::Unit,
+    /// The buyer's [`TaskSpec`](crate::runtime::task::TaskSpec) as JSON, its native format.
+    pub spec: String,
+    /// What the miner is paid if its result agrees with the majority, in micro-SNM.
+    pub pay_usnm: u64,
+}
+
+/// A miner's result for one unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub unit: alloy_primitives::B256,
+    pub outcome: TaskOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskOutcome {
+    /// The result bundle and the miner's signature over its digest.
+    Done {
+        exit_code: i32,
+        #[serde(with = "serde_bytes")]
+        stdout: Vec<u8>,
+        attestation: crate::market::attest::Attestation,
+    },
+    /// The task produced no result (bad image, killed, too much output).
+    Failed(String),
+}
+
+/// Direct requests: miner → hub (metadata, join, reports), hub → miner (offers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     HubMetadata,
@@ -116,15 +151,21 @@ pub enum Request {
     Join {
         miner: Address,
     },
+    Offer(TaskOffer),
+    Report(TaskReport),
 }
 
-/// Direct hub → miner responses.
+/// Direct responses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     HubMetadata(HubMetadata),
     Joined(Agreement),
     /// The peer will not serve this request (e.g. a miner asked for hub metadata).
     Refused(String),
+    /// The miner took the offer and will report.
+    Accepted,
+    /// The hub recorded the report.
+    Received,
 }
 
 /// Every message an envelope may carry.
@@ -194,6 +235,41 @@ impl Message {
                 check_text("name", &m.name)
             }
             Message::Response(Response::Refused(why)) => check_text("reason", why),
+            Message::Request(Request::Offer(o)) => {
+                if o.spec.len() > MAX_SPEC {
+                    return Err(format!("task spec longer than {MAX_SPEC} bytes"));
+                }
+                if o.unit.replicas == 0 {
+                    return Err("offer for zero replicas".into());
+                }
+                Ok(())
+            }
+            Message::Request(Request::Report(r)) => match &r.outcome {
+                TaskOutcome::Done {
+                    exit_code,
+                    stdout,
+                    attestation,
+                } => {
+                    if stdout.len() > MAX_RESULT {
+                        return Err(format!("result longer than {MAX_RESULT} bytes"));
+                    }
+                    if attestation.miner != signer {
+                        return Err(format!(
+                            "result attested for {} but sent by {signer}",
+                            attestation.miner
+                        ));
+                    }
+                    let bundle = crate::market::work::ResultBundle {
+                        exit_code: *exit_code,
+                        stdout: stdout.clone(),
+                    };
+                    if bundle.digest() != attestation.digest {
+                        return Err("attested digest is not the result's".into());
+                    }
+                    Ok(())
+                }
+                TaskOutcome::Failed(why) => check_text("failure", why),
+            },
             _ => Ok(()),
         }
     }

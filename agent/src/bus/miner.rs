@@ -18,8 +18,11 @@ use tokio::sync::{mpsc, watch};
 use super::chain::ChainView;
 use super::envelope::{now_ms, Verified};
 use super::hubbook::{HubBook, Resources, Trust};
-use super::messages::{HubAnnouncement, HubQuestion, HubVerdict, Message, Request, Response};
+use super::messages::{
+    HubAnnouncement, HubQuestion, HubVerdict, Message, Request, Response, TaskOffer,
+};
 use super::swarm::{Bus, BusEvent};
+use crate::market::worker::Worker;
 
 #[derive(Debug, Clone)]
 pub struct MinerSettings {
@@ -38,7 +41,6 @@ pub struct MinerSettings {
     pub book_path: PathBuf,
 }
 
-/// Runs until `stop` turns true or the bus stops.
 /// Why a hub failed its chain checks.
 enum CheckFailed {
     /// Not acceptable yet: unlisted while only listed hubs are accepted, or its wallet is
@@ -50,11 +52,24 @@ enum CheckFailed {
     Bad(String),
 }
 
+/// Runs until `stop` turns true or the bus stops; takes no work.
 pub async fn run(
+    bus: Bus,
+    events: mpsc::Receiver<BusEvent>,
+    chain: Option<Arc<dyn ChainView>>,
+    settings: MinerSettings,
+    stop: watch::Receiver<bool>,
+) {
+    run_with_worker(bus, events, chain, settings, None, stop).await
+}
+
+/// [`run`], with `worker` running the tasks the joined hub offers.
+pub async fn run_with_worker(
     bus: Bus,
     mut events: mpsc::Receiver<BusEvent>,
     chain: Option<Arc<dyn ChainView>>,
     settings: MinerSettings,
+    worker: Option<Worker>,
     mut stop: watch::Receiver<bool>,
 ) {
     let book = match HubBook::load(&settings.book_path) {
@@ -71,6 +86,7 @@ pub async fn run(
         book,
         asked: HashMap::new(),
         next_nonce: now_ms(),
+        worker,
     };
     let mut poll = tokio::time::interval(miner.settings.poll);
     loop {
@@ -87,6 +103,7 @@ pub async fn run(
 
 struct Miner {
     bus: Bus,
+    worker: Option<Worker>,
     chain: Option<Arc<dyn ChainView>>,
     settings: MinerSettings,
     book: HubBook,
@@ -116,10 +133,27 @@ impl Miner {
                 _ => {}
             },
             BusEvent::Request(r) => {
-                let refusal = Response::Refused("this node is a miner".into());
-                let _ = self.bus.respond(r.channel, refusal).await;
+                let response = match r.request {
+                    Request::Offer(offer) => self.on_offer(r.peer, r.from, offer),
+                    _ => Response::Refused("this node is a miner".into()),
+                };
+                let _ = self.bus.respond(r.channel, response).await;
             }
             BusEvent::Rejected { .. } => {}
+        }
+    }
+
+    /// Work is taken only from the hub this miner joined, signed by its owner.
+    fn on_offer(&self, peer: PeerId, from: Address, offer: TaskOffer) -> Response {
+        let Some(worker) = &self.worker else {
+            return Response::Refused("this miner runs no tasks".into());
+        };
+        let joined = self.book.hubs.values().find(|e| e.joined);
+        match joined {
+            Some(hub) if hub.owner == from && hub.wallet == offer.unit.hub => {
+                worker.offer(peer, offer)
+            }
+            _ => Response::Refused("not from the hub this miner joined".into()),
         }
     }
 

@@ -28,6 +28,7 @@ pub use settings::BusConfig;
 pub use swarm::{spawn, Bus, BusError, BusEvent, InboundRequest, Status, SwarmSettings};
 
 use crate::config::{Config, Role};
+use crate::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -55,8 +56,9 @@ impl Running {
     }
 }
 
-/// Starts the bus in the configured role on the current tokio runtime.
-pub async fn start(config: &Config) -> Result<Running, StartError> {
+/// Starts the bus in the configured role on the current tokio runtime; a miner with a
+/// `runtime` and a chain takes work from the hub it joins.
+pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running, StartError> {
     let cfg = &config.bus;
     // Creating keys reads the kernel's CRNG, which may still be seeding on a first boot;
     // off the async threads so nothing else waits for it.
@@ -76,18 +78,37 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             tokio::spawn(hub::run(bus, events, cfg.hub(name), stop_rx))
         }
         Role::Miner => {
-            let chain: Option<Arc<dyn chain::ChainView>> = if config.chain.enabled() {
-                let deployment = sosna_contracts::Deployment::from_path(&config.chain.deployment)?;
-                Some(Arc::new(chain::RpcChain::connect(
-                    &config.chain.rpc_url,
-                    deployment,
-                    cfg.payout_lookback_blocks,
-                )?))
+            let deployment = if config.chain.enabled() {
+                Some(sosna_contracts::Deployment::from_path(
+                    &config.chain.deployment,
+                )?)
             } else {
                 None
             };
+            let chain: Option<Arc<dyn chain::ChainView>> = match deployment {
+                Some(d) => Some(Arc::new(chain::RpcChain::connect(
+                    &config.chain.rpc_url,
+                    d,
+                    cfg.payout_lookback_blocks,
+                )?)),
+                None => None,
+            };
+            // Results are signed for the Verification contract, so work needs the chain.
+            let worker = runtime.zip(deployment).map(|(rt, d)| {
+                let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
+                crate::market::worker::Worker::new(
+                    bus.clone(),
+                    rt,
+                    identity.eth.clone(),
+                    crate::market::attest::domain(d.chain_id, d.verification),
+                    slots,
+                    cfg.test_fault_wrong_result,
+                )
+            });
             let settings = cfg.miner(&config.state_dir);
-            tokio::spawn(miner::run(bus, events, chain, settings, stop_rx))
+            tokio::spawn(miner::run_with_worker(
+                bus, events, chain, settings, worker, stop_rx,
+            ))
         }
     };
     tracing::info!(
@@ -101,7 +122,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
 /// Starts the bus in the background when `[bus] enabled`, so boot never waits for it; a
 /// failure is logged, not fatal, like the network's.
-pub fn start_if_enabled(config: &Config) -> Option<Running> {
+pub fn start_if_enabled(config: &Config, runtime: Option<Runtime>) -> Option<Running> {
     if !config.bus.enabled {
         return None;
     }
@@ -109,7 +130,7 @@ pub fn start_if_enabled(config: &Config) -> Option<Running> {
     let (stop, mut stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         let running = tokio::select! {
-            r = start(&config) => r,
+            r = start(&config, runtime) => r,
             _ = stop_rx.changed() => return,
         };
         match running {

@@ -39,6 +39,8 @@ pub struct BusConfig {
     pub chain_poll_secs: u64,
     /// Miners: least seconds between two reputation questions about the same hub.
     pub ask_every_secs: u64,
+    /// Test only: report a forged result for every task (a cheating miner).
+    pub test_fault_wrong_result: bool,
     pub hub: HubConfig,
 }
 
@@ -58,6 +60,7 @@ impl Default for BusConfig {
             join: String::new(),
             chain_poll_secs: 15,
             ask_every_secs: 60,
+            test_fault_wrong_result: false,
             hub: HubConfig::default(),
         }
     }

@@ -4,6 +4,8 @@
 //! decided unit on chain ([`settle`]).
 
 pub mod attest;
+pub mod dispatch;
 pub mod settle;
 pub mod verify;
 pub mod work;
+pub mod worker;
