@@ -21,6 +21,7 @@ use crate::cmdline::{BootArgs, DiskArgs};
 use crate::dm::{self, DmError};
 use crate::gpt::{self, GptError};
 use crate::grow;
+use crate::kmod;
 
 /// The list of modules this stage loads (written by the image build).
 pub const EARLY_LIST: &str = "/etc/sosna/modules.early";
@@ -97,7 +98,7 @@ pub fn run(boot: &BootArgs) -> ! {
 
 fn setup(disk: &DiskArgs) -> Result<(), EarlyError> {
     let (root_uuid, roothash, salt, blocks) = verity_args(disk)?;
-    crate::init::load_modules(EARLY_LIST);
+    load_modules();
 
     let part = gpt::find_by_uuid(root_uuid, DEVICE_WAIT)?;
     let rdev = std::fs::metadata(&part)
@@ -146,6 +147,18 @@ fn setup(disk: &DiskArgs) -> Result<(), EarlyError> {
         }
     }
     switch_root(new)
+}
+
+/// Loads the early modules; logging is not set up yet, so failures go to the console.
+fn load_modules() {
+    match kmod::load_listed(EARLY_LIST) {
+        Ok(report) => {
+            for e in report.failed {
+                say!("ERROR: {e}");
+            }
+        }
+        Err(e) => say!("ERROR: modules: {e}"),
+    }
 }
 
 /// The root partition, root hash, salt and data block count, or which one is missing.
