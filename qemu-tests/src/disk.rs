@@ -80,6 +80,16 @@ impl DiskCopy {
         Ok(DiskCopy { dir, disk: copy })
     }
 
+    /// Makes the disk `extra` bytes bigger, like flashing the image onto a larger device.
+    pub fn enlarge(&self, extra: u64) -> Result<(), HarnessError> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.disk)
+            .map_err(io("open disk copy"))?;
+        let len = f.metadata().map_err(io("stat disk copy"))?.len();
+        f.set_len(len + extra).map_err(io("enlarge disk copy"))
+    }
+
     /// Overwrites `len` bytes at `offset` of the disk with a pattern (simulated bit rot).
     pub fn corrupt(&self, offset: u64, len: usize) -> Result<(), HarnessError> {
         let mut f = std::fs::OpenOptions::new()
