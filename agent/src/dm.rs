@@ -150,7 +150,8 @@ pub fn verity_target(
     root_hash: &str,
     salt: &str,
 ) -> Result<Target, DmError> {
-    let hex = |s: &str| !s.is_empty() && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let hex =
+        |s: &str| !s.is_empty() && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
     if root_hash.len() != 64 || !hex(root_hash) {
         return Err(DmError::Invalid(format!(
             "root hash {root_hash:?} is not 64 hex digits"

@@ -90,7 +90,12 @@ pub fn run(boot: &BootArgs) -> ! {
                 started.elapsed().as_millis()
             );
             let err = exec_agent();
-            refuse(slot, disk, &format!("exec /sbin/sosna: {err}"), boot.fatal_delay)
+            refuse(
+                slot,
+                disk,
+                &format!("exec /sbin/sosna: {err}"),
+                boot.fatal_delay,
+            )
         }
         Err(e) => refuse(slot, disk, &e.to_string(), boot.fatal_delay),
     }
@@ -127,7 +132,10 @@ fn setup(disk: &DiskArgs) -> Result<(), EarlyError> {
         MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(sys(format!("mount {} (erofs) on {NEW_ROOT}", verity.display())))?;
+    .map_err(sys(format!(
+        "mount {} (erofs) on {NEW_ROOT}",
+        verity.display()
+    )))?;
 
     mount_state(disk, &new.join(STATE_MOUNT));
     if let Some(esp) = &disk.esp {
@@ -137,7 +145,10 @@ fn setup(disk: &DiskArgs) -> Result<(), EarlyError> {
                     Some(&dev),
                     &new.join(ESP_MOUNT),
                     Some("vfat"),
-                    MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
                     Some("umask=0077"),
                 ) {
                     say!("ERROR: mount ESP {} on /{ESP_MOUNT}: {e}", dev.display());
@@ -237,22 +248,20 @@ fn grow_partition(found: &gpt::Found) -> u64 {
     }
     match grow::grow_last_partition(&found.disk, p.number) {
         Ok(None) => size,
-        Ok(Some((start, len))) => {
-            match grow::resize_in_kernel(&found.disk, p.number, start, len) {
-                Ok(()) => {
-                    say!(
-                        "state partition {} grown to {} MiB",
-                        found.node.display(),
-                        len >> 20
-                    );
-                    len
-                }
-                Err(e) => {
-                    say!("ERROR: state partition grown on disk, not yet in the kernel: {e}");
-                    size
-                }
+        Ok(Some((start, len))) => match grow::resize_in_kernel(&found.disk, p.number, start, len) {
+            Ok(()) => {
+                say!(
+                    "state partition {} grown to {} MiB",
+                    found.node.display(),
+                    len >> 20
+                );
+                len
             }
-        }
+            Err(e) => {
+                say!("ERROR: state partition grown on disk, not yet in the kernel: {e}");
+                size
+            }
+        },
         Err(e) => {
             say!("ERROR: grow state partition: {e}");
             size
@@ -278,14 +287,8 @@ fn switch_root(new: &Path) -> Result<(), EarlyError> {
     let root_dev = std::fs::metadata("/").map(|m| m.dev()).unwrap_or(0);
     free_tree(Path::new("/"), root_dev);
     nix::unistd::chdir(new).map_err(sys("chdir to the new root"))?;
-    mount(
-        Some("."),
-        "/",
-        None::<&str>,
-        MsFlags::MS_MOVE,
-        None::<&str>,
-    )
-    .map_err(sys("move the new root to /"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(sys("move the new root to /"))?;
     nix::unistd::chroot(".").map_err(sys("chroot"))?;
     nix::unistd::chdir("/").map_err(sys("chdir /"))?;
     Ok(())
@@ -339,12 +342,21 @@ fn refuse(slot: char, disk: &DiskArgs, reason: &str, delay: Duration) -> ! {
 }
 
 fn mark_bad(slot: char, disk: &DiskArgs) -> Result<String, String> {
-    let uuid = disk.esp.as_deref().ok_or("no sosna.esp on the command line")?;
+    let uuid = disk
+        .esp
+        .as_deref()
+        .ok_or("no sosna.esp on the command line")?;
     let dev = gpt::find_by_uuid(uuid, Duration::ZERO).map_err(|e| e.to_string())?;
     let at = Path::new("/esp");
     std::fs::create_dir_all(at).map_err(|e| format!("create /esp: {e}"))?;
-    mount(Some(&dev), at, Some("vfat"), MsFlags::MS_NOSUID, None::<&str>)
-        .map_err(|e| format!("mount ESP {}: {e}", dev.display()))?;
+    mount(
+        Some(&dev),
+        at,
+        Some("vfat"),
+        MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount ESP {}: {e}", dev.display()))?;
     let marked = bootslot::mark_bad(at, slot).map_err(|e| e.to_string());
     nix::unistd::sync();
     if let Err(e) = umount(at) {
@@ -372,8 +384,7 @@ mod tests {
 
     #[test]
     fn a_missing_verity_argument_is_named() {
-        let (boot, _) =
-            BootArgs::parse("sosna.root=PARTUUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
+        let (boot, _) = BootArgs::parse("sosna.root=PARTUUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
         let err = verity_args(&boot.disk).unwrap_err();
         assert_eq!(err.to_string(), "boot argument sosna.roothash is missing");
         let (boot, _) = BootArgs::parse(

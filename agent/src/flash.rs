@@ -85,7 +85,11 @@ fn device_numbers(rdev: u64) -> Vec<(u64, u64)> {
 
 /// Why a device with these `major:minor` numbers (the disk and its partitions) is busy,
 /// judged from `/proc/self/mountinfo` text and each one's sysfs `holders`.
-pub fn busy_reason(numbers: &[(u64, u64)], mountinfo: &str, holders: &dyn Fn(u64, u64) -> Vec<String>) -> Option<String> {
+pub fn busy_reason(
+    numbers: &[(u64, u64)],
+    mountinfo: &str,
+    holders: &dyn Fn(u64, u64) -> Vec<String>,
+) -> Option<String> {
     for line in mountinfo.lines() {
         let mut f = line.split(' ');
         let (Some(dev), Some(point)) = (f.nth(2), f.nth(1)) else {
@@ -137,7 +141,9 @@ pub fn flash(
     }
     let size = img_meta.len();
     let target = std::fs::metadata(device).ok();
-    let is_block = target.as_ref().is_some_and(|m| m.file_type().is_block_device());
+    let is_block = target
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_block_device());
     if let Some(m) = &target {
         if m.dev() == img_meta.dev() && m.ino() == img_meta.ino() {
             return Err(FlashError::SameFile(device.to_owned()));
@@ -273,12 +279,17 @@ mod tests {
         assert!(matches!(e, FlashError::SameFile(_)), "{e}");
         let e = flash(dir.path(), &dir.path().join("x"), &mut |_, _, _| {}).unwrap_err();
         assert!(e.to_string().contains("is not a regular file"), "{e}");
-        let e = flash(&dir.path().join("nope.img"), &dir.path().join("x"), &mut |_, _, _| {})
-            .unwrap_err();
+        let e = flash(
+            &dir.path().join("nope.img"),
+            &dir.path().join("x"),
+            &mut |_, _, _| {},
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("nope.img"), "{e}");
         let e = flash(&img, Path::new("/dev/null"), &mut |_, _, _| {}).unwrap_err();
         assert!(
-            e.to_string().contains("neither a block device nor a regular file"),
+            e.to_string()
+                .contains("neither a block device nor a regular file"),
             "{e}"
         );
     }
@@ -329,7 +340,9 @@ mod tests {
             }
         };
         let r = flash(&img, Path::new(&dev), &mut |_, _, _| {});
-        let _ = std::process::Command::new("losetup").args(["-d", &dev]).status();
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &dev])
+            .status();
         let r = r.unwrap();
         assert_eq!(r.bytes, 3 << 20);
         let written = std::fs::read(&backing).unwrap();

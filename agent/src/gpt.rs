@@ -73,8 +73,7 @@ pub fn read_table(path: &Path) -> Result<Option<Vec<Partition>>, GptError> {
             return Ok(None);
         }
         let mut table = vec![0u8; count * size];
-        f.seek(SeekFrom::Start(entries_lba * sector))
-            .map_err(err)?;
+        f.seek(SeekFrom::Start(entries_lba * sector)).map_err(err)?;
         f.read_exact(&mut table).map_err(err)?;
         let parts = table
             .chunks(size)

@@ -198,7 +198,8 @@ pub fn grow_ext4(device: &Path, mount_point: &Path, bytes: u64) -> Result<Option
     let mut sb = vec![0u8; 1024];
     let mut dev = File::open(device).map_err(io("open"))?;
     dev.seek(SeekFrom::Start(1024)).map_err(io("seek"))?;
-    dev.read_exact(&mut sb).map_err(io("read ext4 superblock"))?;
+    dev.read_exact(&mut sb)
+        .map_err(io("read ext4 superblock"))?;
     let block = 1024u64 << le32(&sb, 24);
     let mut blocks = u64::from(le32(&sb, 4));
     if le32(&sb, 0x60) & 0x80 != 0 {
@@ -289,7 +290,10 @@ mod tests {
             + &String::from_utf8_lossy(&verify.stderr);
         assert!(verify.status.success(), "{text}");
         assert!(!text.to_lowercase().contains("corrupt"), "{text}");
-        assert!(!text.contains("ackup"), "backup header where expected: {text}");
+        assert!(
+            !text.contains("ackup"),
+            "backup header where expected: {text}"
+        );
         // A second run finds nothing to do.
         assert_eq!(grow_last_partition(&img, 2).unwrap(), None);
     }

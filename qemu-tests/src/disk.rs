@@ -41,8 +41,8 @@ impl Disk {
         if !path.exists() {
             return Err(HarnessError::NoImage(path));
         }
-        let text = std::fs::read_to_string(dir.join("manifest.txt"))
-            .map_err(io("read manifest.txt"))?;
+        let text =
+            std::fs::read_to_string(dir.join("manifest.txt")).map_err(io("read manifest.txt"))?;
         let manifest = text
             .lines()
             .filter_map(|l| l.split_once('='))
@@ -106,7 +106,7 @@ impl DiskCopy {
         f.sync_all().map_err(io("sync"))
     }
 
-    /// File names in the ESP's `EFI/Linux` (read with mtools from the disk copy).
+    /// File names in the ESP's `EFI/Linux`, sorted (read with mtools from the disk copy).
     pub fn boot_entries(&self, esp_offset: u64) -> Result<Vec<String>, HarnessError> {
         let out = Command::new("mdir")
             .args(["-b", "-i"])
@@ -115,12 +115,14 @@ impl DiskCopy {
             .env("MTOOLS_SKIP_CHECK", "1")
             .output()
             .map_err(io("run mdir (mtools)"))?;
-        Ok(String::from_utf8_lossy(&out.stdout)
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.rsplit('/').next())
             .map(|l| l.trim().to_owned())
             .filter(|l| !l.is_empty())
-            .collect())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 }
 
@@ -145,7 +147,10 @@ impl DiskVm {
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", vars.display()))
             .arg("-drive")
-            .arg(format!("file={},if=none,id=d,format=raw", copy.disk.display()))
+            .arg(format!(
+                "file={},if=none,id=d,format=raw",
+                copy.disk.display()
+            ))
             .args(["-device", "virtio-blk-pci,drive=d"])
             .args(["-device", "virtio-rng-pci"])
             // No option ROM: the firmware must not try a network boot.

@@ -35,11 +35,11 @@ fn test_fresh_disk_boots_slot_a_to_ready() {
         console.contains("sosna: early: slot a root verified and mounted"),
         "slot A's early stage did not run"
     );
-    assert!(!console.contains("REFUSED"), "no slot refused on a fresh disk");
     assert!(
-        !console.contains("ERROR"),
-        "no errors on a fresh boot"
+        !console.contains("REFUSED"),
+        "no slot refused on a fresh disk"
     );
+    assert!(!console.contains("ERROR"), "no errors on a fresh boot");
     // The image's 64 MiB state partition, stretched over the 64 MiB added.
     assert!(
         console.contains("sosna: early: state partition /dev/vda4 grown to 128 MiB"),
@@ -53,13 +53,23 @@ fn test_fresh_disk_boots_slot_a_to_ready() {
         console.contains("config /boot/sosna/config.toml"),
         "the agent reads the provisioning file from the ESP"
     );
-    eprintln!("fresh disk: READY after {:.1} s", vm.elapsed().as_secs_f64());
+    eprintln!(
+        "fresh disk: READY after {:.1} s",
+        vm.elapsed().as_secs_f64()
+    );
     vm.stop();
     // Nothing was marked: both entries are as the image shipped them.
     assert_eq!(
         copy.boot_entries(ESP_OFFSET).unwrap(),
         ["sosna-0-b.efi", "sosna-1-a.efi"]
     );
+    // The grown partition table is on the disk, ending 1 MiB before the (moved) backup.
+    let table = sosna_agent::gpt::read_table(&copy.disk)
+        .unwrap()
+        .expect("a GPT");
+    let state = table.iter().find(|p| p.label == "state").expect("state");
+    let disk_len = std::fs::metadata(&copy.disk).unwrap().len();
+    assert_eq!((state.last_lba + 1) * 512, disk_len - (1 << 20));
 }
 
 #[test]
@@ -80,7 +90,10 @@ fn test_corrupt_root_is_refused_and_the_other_slot_boots() {
     vm.wait_for("sosna: early: slot b root verified and mounted", BOOT)
         .unwrap();
     let line = vm.wait_for("SOSNA READY", BOOT).unwrap();
-    assert!(Ready::parse(&line).is_some(), "malformed ready line {line:?}");
+    assert!(
+        Ready::parse(&line).is_some(),
+        "malformed ready line {line:?}"
+    );
     eprintln!(
         "corrupt slot A: READY on slot B after {:.1} s",
         vm.elapsed().as_secs_f64()
