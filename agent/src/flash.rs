@@ -32,6 +32,10 @@ pub enum FlashError {
         have: u64,
         need: u64,
     },
+    #[error("{0}: no such device")]
+    NoDevice(PathBuf),
+    #[error("{device} is a partition; give the whole disk (e.g. /dev/sdb, not /dev/sdb1)")]
+    Partition { device: PathBuf },
     #[error("{device} is neither a block device nor a regular file")]
     BadTarget { device: PathBuf },
     #[error("read-back of {device} differs: wrote sha256 {wrote}, read {read}")]
@@ -144,6 +148,10 @@ pub fn flash(
     let is_block = target
         .as_ref()
         .is_some_and(|m| m.file_type().is_block_device());
+    // A mistyped device name must not become a new file in /dev.
+    if target.is_none() && device.starts_with("/dev") {
+        return Err(FlashError::NoDevice(device.to_owned()));
+    }
     if let Some(m) = &target {
         if m.dev() == img_meta.dev() && m.ino() == img_meta.ino() {
             return Err(FlashError::SameFile(device.to_owned()));
@@ -155,6 +163,12 @@ pub fn flash(
         }
     }
     if let (true, Some(m)) = (is_block, &target) {
+        let (major, minor) = (libc::major(m.rdev()), libc::minor(m.rdev()));
+        if Path::new(&format!("/sys/dev/block/{major}:{minor}/partition")).exists() {
+            return Err(FlashError::Partition {
+                device: device.to_owned(),
+            });
+        }
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         if let Some(why) = busy_reason(&device_numbers(m.rdev()), &mountinfo, &sysfs_holders) {
             return Err(FlashError::InUse {
@@ -286,6 +300,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("nope.img"), "{e}");
+        let e = flash(
+            &img,
+            Path::new("/dev/sosna-no-such-disk"),
+            &mut |_, _, _| {},
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "/dev/sosna-no-such-disk: no such device");
+        assert!(!Path::new("/dev/sosna-no-such-disk").exists());
         let e = flash(&img, Path::new("/dev/null"), &mut |_, _, _| {}).unwrap_err();
         assert!(
             e.to_string()
@@ -347,5 +369,42 @@ mod tests {
         assert_eq!(r.bytes, 3 << 20);
         let written = std::fs::read(&backing).unwrap();
         assert_eq!(&written[..3 << 20], &std::fs::read(&img).unwrap()[..]);
+
+        // A partition of a partitioned loop device is refused: the image is a whole disk.
+        let mut sfdisk = std::process::Command::new("sfdisk")
+            .arg("--quiet")
+            .arg(&backing)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sfdisk (fdisk package, ./dev deps)");
+        sfdisk
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: gpt\nsize=1MiB, type=L\n")
+            .unwrap();
+        assert!(sfdisk.wait().unwrap().success());
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show", "--partscan"])
+            .arg(&backing)
+            .output()
+            .unwrap();
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let part = format!("{dev}p1");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !Path::new(&part).exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let r = flash(&img, Path::new(&part), &mut |_, _, _| {});
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &dev])
+            .status();
+        let err = r.unwrap_err();
+        if Path::new(&format!("/sys/class/block/{}p1", &dev[5..])).exists() {
+            assert!(matches!(err, FlashError::Partition { .. }), "{err}");
+        } else {
+            // Some kernels (sandboxes) never scan loop partitions: then the name is unknown.
+            assert!(matches!(err, FlashError::NoDevice(_)), "{err}");
+        }
     }
 }

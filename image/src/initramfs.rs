@@ -303,5 +303,33 @@ mod tests {
             "CA bundle"
         );
         assert_eq!(build(&inputs).unwrap().archive, c.archive, "reproducible");
+
+        // The same tree as a directory, for the disk image's root filesystem.
+        let root = dir.path().join("root");
+        let early = ["b".to_string()];
+        let disk_inputs = Inputs {
+            early: &early,
+            ..inputs
+        };
+        materialize(&disk_inputs, &root).unwrap();
+        assert_eq!(
+            std::fs::read(root.join("sbin/sosna")).unwrap(),
+            b"\x7fELF agent"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("init")).unwrap(),
+            Path::new("sbin/sosna")
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/sosna/modules.early")).unwrap(),
+            "b\n"
+        );
+        assert!(root.join("boot").is_dir(), "ESP mount point");
+        assert!(
+            root.join("lib/modules/9.9-test/kernel/c.ko").is_file(),
+            "modules"
+        );
+        let err = materialize(&disk_inputs, &root).unwrap_err();
+        assert!(err.to_string().contains("root"), "{err}");
     }
 }
