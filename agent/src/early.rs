@@ -347,8 +347,9 @@ fn mark_bad(slot: char, disk: &DiskArgs) -> Result<String, String> {
         .as_deref()
         .ok_or("no sosna.esp on the command line")?;
     let dev = gpt::find_by_uuid(uuid, Duration::ZERO).map_err(|e| e.to_string())?;
-    let at = Path::new("/esp");
-    std::fs::create_dir_all(at).map_err(|e| format!("create /esp: {e}"))?;
+    // Under /run: a tmpfs both before and after the switch to the read-only root.
+    let at = Path::new("/run/sosna-esp");
+    std::fs::create_dir_all(at).map_err(|e| format!("create {}: {e}", at.display()))?;
     mount(
         Some(&dev),
         at,
