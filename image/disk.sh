@@ -52,7 +52,7 @@ root_bytes=$(stat -c %s "$work/root.img")
 
 step "unified kernel images"
 # The UKI's initramfs is the sosna initramfs itself: the agent, in its early-boot mode.
-zstd -q -19 -T1 -c "$out/initramfs.cpio" >"$work/initrd.zst"
+zstd -q -19 -T1 -c "$out/initramfs-disk.cpio" >"$work/initrd.zst"
 base="console=tty0 console=ttyS0 quiet mitigations=off cryptomgr.notests panic=-1"
 base+=" sosna.config=/boot/sosna/config.toml sosna.fatal_delay=3"
 base+=" sosna.roothash=$roothash sosna.salt=$salt sosna.data_blocks=$data_blocks"
@@ -149,7 +149,7 @@ disk_root_offset_a=$((start_a << 20))
 disk_root_offset_b=$((start_b << 20))
 disk_root_data_bytes=$data_bytes
 EOF
-rm -rf "$work" "$out/rootfs"
+rm -rf "$work" "$out/rootfs" "$out/initramfs-disk.cpio"
 awk -v img="$img" -v raw="$raw" -v xz="$packed" -v root="$root_bytes" -v h="$roothash" 'BEGIN {
   printf "disk: %s\n  raw %.1f MiB, xz %.1f MiB, root %.1f MiB (erofs + verity), root hash %s\n",
     img, raw / 1048576, xz / 1048576, root / 1048576, h }' >&2
