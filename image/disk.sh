@@ -51,7 +51,8 @@ root_bytes=$(stat -c %s "$work/root.img")
 [ "$root_bytes" -le $((ROOT_MB << 20)) ] || { echo "disk: root ($root_bytes bytes) exceeds ${ROOT_MB} MiB" >&2; exit 1; }
 
 step "unified kernel images"
-# The UKI's initramfs is the sosna initramfs itself: the agent, in its early-boot mode.
+# The UKI's initramfs is the sosna initramfs plus the early modules: the agent, in its
+# early-boot mode.
 zstd -q -19 -T1 -c "$out/initramfs-disk.cpio" >"$work/initrd.zst"
 base="console=tty0 console=ttyS0 quiet mitigations=off cryptomgr.notests panic=-1"
 base+=" sosna.config=/boot/sosna/config.toml sosna.fatal_delay=3"
