@@ -5,6 +5,8 @@
 #   Image (aarch64)   the kernel as Debian ships it (uncompressed arm64 Image)
 #   initramfs.cpio    static agent as /init + boot modules
 #   manifest.txt      kernel release, sizes, sha256s
+#   disk.img (x86_64) flashable GPT disk: ESP + UKIs, root-a/root-b (erofs + verity), state
+#   disk.img.xz       the same, compressed (image/disk.sh)
 # Usage: image/build.sh [x86_64|aarch64]   (or SOSNA_ARCH)
 # Needs apt-get, dpkg-deb and depmod, and for aarch64 the cross gcc and libseccomp-dev:arm64
 # (./dev installs them). The kernel .deb is cached in ~/.cache/sosna; it is extracted there,
@@ -60,9 +62,19 @@ RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=${CARGO_HOME:-$HOME
   cargo build --release --locked --target "$target" -p sosna-agent --bin sosna
 agent=${CARGO_TARGET_DIR:-$root/target}/$target/release/sosna
 
+# The disk image (x86_64 only for now) needs the early-boot modules in the initramfs and
+# the same tree as a directory for its root filesystem.
+disk_args=()
+[ "$arch" != x86_64 ] || disk_args=(--early-modules "$root/image/modules-early.list" --rootfs-dir "$out/rootfs")
+
 step "assembling"
-cargo run --release --locked -q -p sosna-image -- --arch "$arch" \
+cargo run --release --locked -q -p sosna-image -- --arch "$arch" "${disk_args[@]}" \
   --kernel-root "$kroot" --release "$release" --agent "$agent" \
   --modules "$root/image/modules-$arch.list" --deferred-modules "$root/image/modules-deferred.list" \
   --ca-bundle /etc/ssl/certs/ca-certificates.crt \
   --out "$out"
+
+if [ "$arch" = x86_64 ]; then
+  step "disk image"
+  "$root/image/disk.sh" "$out" "$kroot" "$release" "$agent"
+fi

@@ -14,6 +14,41 @@ pub struct BootArgs {
     pub fatal_delay: Duration,
     /// `sosna.log=FILTER`: overrides the provisioning file's log level (debugging a boot).
     pub log: Option<String>,
+    /// What the disk image's early-boot stage needs; all `None` on the fast path.
+    pub disk: DiskArgs,
+}
+
+/// Keys a slot's unified kernel image sets for the early-boot stage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiskArgs {
+    /// `sosna.slot=a`: the slot this kernel belongs to.
+    pub slot: Option<char>,
+    /// `sosna.root=PARTUUID=…`: the slot's root partition (erofs data, then verity tree).
+    pub root: Option<String>,
+    /// `sosna.roothash=HEX`: dm-verity root hash of the root partition.
+    pub roothash: Option<String>,
+    /// `sosna.salt=HEX`: dm-verity salt.
+    pub salt: Option<String>,
+    /// `sosna.data_blocks=N`: 4 KiB data blocks before the hash tree.
+    pub data_blocks: Option<u64>,
+    /// `sosna.state=PARTUUID=…`: the writable state partition (ext4).
+    pub state: Option<String>,
+    /// `sosna.esp=PARTUUID=…`: the EFI system partition (provisioning file, boot entries).
+    pub esp: Option<String>,
+}
+
+impl DiskArgs {
+    /// Whether this boot came from the disk image (a root to set up).
+    pub fn present(&self) -> bool {
+        self.root.is_some()
+    }
+}
+
+fn partuuid(value: &str) -> Option<String> {
+    value
+        .strip_prefix("PARTUUID=")
+        .filter(|u| u.len() == 36)
+        .map(str::to_ascii_lowercase)
 }
 
 impl Default for BootArgs {
@@ -22,6 +57,7 @@ impl Default for BootArgs {
             config: PathBuf::from(DEFAULT_PATH),
             fatal_delay: Duration::from_secs(10),
             log: None,
+            disk: DiskArgs::default(),
         }
     }
 }
@@ -46,6 +82,17 @@ impl BootArgs {
             match key {
                 "config" if !value.is_empty() => args.config = PathBuf::from(value),
                 "log" if !value.is_empty() => args.log = Some(value.to_owned()),
+                "slot" if value.len() == 1 && value.as_bytes()[0].is_ascii_lowercase() => {
+                    args.disk.slot = value.chars().next()
+                }
+                "root" if partuuid(value).is_some() => args.disk.root = partuuid(value),
+                "state" if partuuid(value).is_some() => args.disk.state = partuuid(value),
+                "esp" if partuuid(value).is_some() => args.disk.esp = partuuid(value),
+                "roothash" if !value.is_empty() => args.disk.roothash = Some(value.to_owned()),
+                "salt" if !value.is_empty() => args.disk.salt = Some(value.to_owned()),
+                "data_blocks" if value.parse::<u64>().is_ok() => {
+                    args.disk.data_blocks = value.parse().ok()
+                }
                 "fatal_delay" => match value.parse::<u64>() {
                     Ok(secs) => args.fatal_delay = Duration::from_secs(secs),
                     Err(_) => warnings.push(format!(
@@ -95,6 +142,27 @@ mod tests {
         assert_eq!(a.fatal_delay, Duration::from_secs(2));
         assert_eq!(a.log.as_deref(), Some("debug"));
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn reads_disk_keys() {
+        let (a, w) = BootArgs::parse(
+            "sosna.slot=b sosna.root=PARTUUID=AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE \
+             sosna.roothash=abcd sosna.salt=00 sosna.data_blocks=42 \
+             sosna.state=PARTUUID=11111111-2222-3333-4444-555555555555",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert!(a.disk.present());
+        assert_eq!(a.disk.slot, Some('b'));
+        assert_eq!(
+            a.disk.root.as_deref(),
+            Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+        );
+        assert_eq!(a.disk.data_blocks, Some(42));
+        assert_eq!(a.disk.esp, None);
+        let (a, w) = BootArgs::parse("sosna.root=/dev/vda2 sosna.slot=AB sosna.data_blocks=x");
+        assert!(!a.disk.present());
+        assert_eq!(w.len(), 3, "{w:?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::cmdline::BootArgs;
 use crate::config::Config;
 use crate::node::{self, Mode};
 use crate::shutdown::{fatal, finish};
-use crate::{kmod, logging, mounts};
+use crate::{early, kmod, logging, mounts};
 
 /// Controllers delegated to the root cgroup's children (containers need them).
 const CGROUP_CONTROLLERS: &[&str] = &["cpu", "cpuset", "io", "memory", "pids"];
@@ -18,6 +18,9 @@ pub fn run() -> ! {
         fatal(&e.to_string(), BootArgs::default().fatal_delay);
     }
     let (boot, warnings) = BootArgs::from_proc();
+    if early::wanted(&boot) {
+        early::run(&boot);
+    }
     let delay = boot.fatal_delay;
     std::panic::set_hook(Box::new(move |info| {
         fatal(&format!("panic: {info}"), delay);

@@ -4,11 +4,17 @@
 //! network, supervises services and waits for a power request; [`shutdown::finish`] ends
 //! every boot. Off the image, [`daemon::run`] drives the same [`node`] core.
 
+pub mod bootslot;
 pub mod bus;
 pub mod chain;
 pub mod cmdline;
 pub mod config;
 pub mod daemon;
+pub mod dm;
+pub mod early;
+pub mod flash;
+pub mod gpt;
+pub mod grow;
 pub mod init;
 pub mod kmod;
 pub mod logging;

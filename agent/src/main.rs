@@ -122,6 +122,14 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Write a disk image to a block device (or file) and verify it by reading it back.
+    /// Refuses a device that is mounted, holds the running system or is otherwise in use.
+    Flash {
+        /// The disk image, e.g. target/image/x86_64/disk.img.
+        image: PathBuf,
+        /// The whole device to overwrite, e.g. /dev/sdb (everything on it is lost).
+        device: PathBuf,
+    },
     /// Ask PID 1 (on the sosna image) to power off.
     Poweroff,
     /// Ask PID 1 (on the sosna image) to reboot.
@@ -337,6 +345,7 @@ fn main() -> anyhow::Result<()> {
             let id = Identity::load_or_create(&state).context("bus identity")?;
             println!("peer_id {}\naddress {}", id.peer_id(), id.address());
         }
+        Command::Flash { image, device } => flash(&image, &device)?,
         Command::Poweroff => ask_init(PowerRequest::Poweroff)?,
         Command::Reboot => ask_init(PowerRequest::Reboot)?,
     }
@@ -432,5 +441,27 @@ fn ask_init(req: PowerRequest) -> anyhow::Result<()> {
     );
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(1), signal_for(req))
         .context("signal PID 1")?;
+    Ok(())
+}
+
+fn flash(image: &std::path::Path, device: &std::path::Path) -> anyhow::Result<()> {
+    let mut last = (String::new(), 0u64);
+    let r = sosna_agent::flash::flash(image, device, &mut |phase, done, total| {
+        // One line per phase and 10 %, not per chunk.
+        let tenth = done * 10 / total.max(1);
+        if (phase, tenth) != (last.0.as_str(), last.1) {
+            eprintln!("{phase} {:>3} % ({done} of {total} bytes)", tenth * 10);
+            last = (phase.to_owned(), tenth);
+        }
+    })
+    .with_context(|| format!("flash {} to {}", image.display(), device.display()))?;
+    println!(
+        "flashed {} bytes to {} in {:.1} s, verified in {:.1} s, sha256 {}",
+        r.bytes,
+        device.display(),
+        r.write_time.as_secs_f64(),
+        r.verify_time.as_secs_f64(),
+        r.sha256
+    );
     Ok(())
 }

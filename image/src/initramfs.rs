@@ -19,6 +19,8 @@ pub enum InitramfsError {
     Modules(#[from] kmod::KmodError),
     #[error("write archive: {0}")]
     Write(std::io::Error),
+    #[error("write {0}: {1}")]
+    Materialize(PathBuf, std::io::Error),
 }
 
 pub struct Inputs<'a> {
@@ -31,6 +33,9 @@ pub struct Inputs<'a> {
     pub modules: &'a [String],
     /// Modules PID 1 loads right after READY.
     pub deferred: &'a [String],
+    /// Modules the early-boot stage of the disk image loads to reach its root (empty for
+    /// images without a disk).
+    pub early: &'a [String],
     /// CA certificates for HTTPS registries (Debian's bundle).
     pub ca_bundle: Option<&'a Path>,
     /// Timestamp for every entry (SOURCE_DATE_EPOCH).
@@ -59,9 +64,69 @@ fn read(path: &Path) -> Result<Vec<u8>, InitramfsError> {
     })
 }
 
+/// The file tree: paths relative to `/`, parents before children.
+pub struct Tree {
+    nodes: BTreeMap<String, Node>,
+    modules: Vec<String>,
+    agent_bytes: usize,
+    module_bytes: usize,
+}
+
 pub fn build(inputs: &Inputs) -> Result<Contents, InitramfsError> {
+    let tree = tree(inputs)?;
+    let mut w = CpioWriter::new(Vec::new(), inputs.mtime);
+    for (path, node) in &tree.nodes {
+        match node {
+            Node::Dir => w.dir(path, 0o755),
+            Node::File { perm, data } => w.file(path, *perm, data),
+            Node::Symlink(target) => w.symlink(path, target),
+            Node::CharDev { major, minor } => w.char_dev(path, 0o600, *major, *minor),
+        }
+        .map_err(InitramfsError::Write)?;
+    }
+    Ok(Contents {
+        archive: w.finish().map_err(InitramfsError::Write)?,
+        modules: tree.modules,
+        agent_bytes: tree.agent_bytes,
+        module_bytes: tree.module_bytes,
+    })
+}
+
+/// Writes the same tree into `dir` (which must not exist), for a root filesystem image.
+/// Owners and timestamps are left to the filesystem builder (it is told to fix them).
+pub fn materialize(inputs: &Inputs, dir: &Path) -> Result<(), InitramfsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let w = |path: PathBuf| move |e: std::io::Error| InitramfsError::Materialize(path, e);
+    let tree = tree(inputs)?;
+    std::fs::create_dir(dir).map_err(w(dir.to_owned()))?;
+    for (rel, node) in &tree.nodes {
+        let path = dir.join(rel);
+        match node {
+            Node::Dir => std::fs::create_dir(&path).map_err(w(path.clone()))?,
+            Node::File { perm, data } => {
+                std::fs::write(&path, data).map_err(w(path.clone()))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*perm))
+                    .map_err(w(path.clone()))?;
+            }
+            Node::Symlink(target) => {
+                std::os::unix::fs::symlink(target, &path).map_err(w(path.clone()))?
+            }
+            Node::CharDev { major, minor } => nix::sys::stat::mknod(
+                &path,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+                nix::sys::stat::makedev(u64::from(*major), u64::from(*minor)),
+            )
+            .map_err(|e| InitramfsError::Materialize(path.clone(), e.into()))?,
+        }
+    }
+    Ok(())
+}
+
+fn tree(inputs: &Inputs) -> Result<Tree, InitramfsError> {
     let mut tree: BTreeMap<String, Node> = BTreeMap::new();
     for dir in [
+        "boot",
         "dev",
         "proc",
         "sys",
@@ -103,8 +168,9 @@ pub fn build(inputs: &Inputs) -> Result<Contents, InitramfsError> {
     let dep_path = inputs.kernel_root.join(&mod_dir).join("modules.dep");
     let dep_text = String::from_utf8_lossy(&read(&dep_path)?).into_owned();
     let all: Vec<String> = inputs
-        .modules
+        .early
         .iter()
+        .chain(inputs.modules)
         .chain(inputs.deferred)
         .cloned()
         .collect();
@@ -136,25 +202,19 @@ pub fn build(inputs: &Inputs) -> Result<Contents, InitramfsError> {
     for (path, names) in [
         ("etc/sosna/modules", inputs.modules),
         ("etc/sosna/modules.deferred", inputs.deferred),
+        ("etc/sosna/modules.early", inputs.early),
     ] {
+        if names.is_empty() && path.ends_with("early") {
+            continue;
+        }
         let list: String = names.iter().map(|m| format!("{m}\n")).collect();
         let data = list.into_bytes();
         tree.insert(path.into(), Node::File { perm: 0o644, data });
     }
 
     add_parents(&mut tree);
-    let mut w = CpioWriter::new(Vec::new(), inputs.mtime);
-    for (path, node) in &tree {
-        match node {
-            Node::Dir => w.dir(path, 0o755),
-            Node::File { perm, data } => w.file(path, *perm, data),
-            Node::Symlink(target) => w.symlink(path, target),
-            Node::CharDev { major, minor } => w.char_dev(path, 0o600, *major, *minor),
-        }
-        .map_err(InitramfsError::Write)?;
-    }
-    Ok(Contents {
-        archive: w.finish().map_err(InitramfsError::Write)?,
+    Ok(Tree {
+        nodes: tree,
         modules: order.into_iter().map(|(n, _)| n).collect(),
         agent_bytes,
         module_bytes,
@@ -222,6 +282,7 @@ mod tests {
             agent: &agent,
             modules: &["a".to_string()],
             deferred: &["c".to_string()],
+            early: &[],
             ca_bundle: Some(&ca),
             mtime: 0,
         };
@@ -242,5 +303,33 @@ mod tests {
             "CA bundle"
         );
         assert_eq!(build(&inputs).unwrap().archive, c.archive, "reproducible");
+
+        // The same tree as a directory, for the disk image's root filesystem.
+        let root = dir.path().join("root");
+        let early = ["b".to_string()];
+        let disk_inputs = Inputs {
+            early: &early,
+            ..inputs
+        };
+        materialize(&disk_inputs, &root).unwrap();
+        assert_eq!(
+            std::fs::read(root.join("sbin/sosna")).unwrap(),
+            b"\x7fELF agent"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("init")).unwrap(),
+            Path::new("sbin/sosna")
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/sosna/modules.early")).unwrap(),
+            "b\n"
+        );
+        assert!(root.join("boot").is_dir(), "ESP mount point");
+        assert!(
+            root.join("lib/modules/9.9-test/kernel/c.ko").is_file(),
+            "modules"
+        );
+        let err = materialize(&disk_inputs, &root).unwrap_err();
+        assert!(err.to_string().contains("root"), "{err}");
     }
 }

@@ -29,6 +29,13 @@ struct Args {
     /// File listing the modules to load right after READY.
     #[arg(long)]
     deferred_modules: PathBuf,
+    /// File listing the modules the disk image's early-boot stage loads (x86_64 disk).
+    #[arg(long)]
+    early_modules: Option<PathBuf>,
+    /// With --early-modules: also write the disk's tree as a directory here (the source of
+    /// its root filesystem).
+    #[arg(long)]
+    rootfs_dir: Option<PathBuf>,
     /// CA bundle to carry for HTTPS registries.
     #[arg(long)]
     ca_bundle: Option<PathBuf>,
@@ -100,15 +107,40 @@ fn main() -> anyhow::Result<()> {
     };
     let modules = read_list(&args.modules)?;
     let deferred = read_list(&args.deferred_modules)?;
-    let c = initramfs::build(&initramfs::Inputs {
+    let early = match &args.early_modules {
+        Some(path) => read_list(path)?,
+        None => Vec::new(),
+    };
+    // The fast path's initramfs carries no early-boot modules (disk drivers, dm-verity,
+    // filesystems): it never needs them, and its size is its boot time.
+    let inputs = initramfs::Inputs {
         kernel_root: &args.kernel_root,
         release: &args.release,
         agent: &args.agent,
         modules: &modules,
         deferred: &deferred,
+        early: &[],
         ca_bundle: args.ca_bundle.as_deref(),
         mtime,
-    })?;
+    };
+    let c = initramfs::build(&inputs)?;
+    if !early.is_empty() {
+        // The disk image's UKIs get the same tree plus the early stage's modules.
+        let disk = initramfs::Inputs {
+            early: &early,
+            ..inputs
+        };
+        let d = initramfs::build(&disk)?;
+        write(&args.out.join("initramfs-disk.cpio"), &d.archive)?;
+        if let Some(dir) = &args.rootfs_dir {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .with_context(|| format!("remove {}", dir.display()))?;
+            }
+            initramfs::materialize(&disk, dir)
+                .with_context(|| format!("root tree in {}", dir.display()))?;
+        }
+    }
     write(&args.out.join("initramfs.cpio"), &c.archive)?;
 
     let manifest = format!(

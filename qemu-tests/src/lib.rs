@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sosna_image::cpio::CpioWriter;
 
+pub mod disk;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     #[error("{what}: {source}")]
@@ -317,7 +319,7 @@ fn kvm_probe(image: &Image) -> bool {
     false
 }
 
-type Console = Arc<(Mutex<String>, Condvar)>;
+pub(crate) type Console = Arc<(Mutex<String>, Condvar)>;
 
 /// A running VM. Dropping it kills qemu; a test that panicked gets the console dumped.
 pub struct Vm {
@@ -511,13 +513,13 @@ impl Vm {
 }
 
 /// The first newline-terminated line of `text` that contains `needle`.
-fn complete_line<'t>(text: &'t str, needle: &str) -> Option<&'t str> {
+pub(crate) fn complete_line<'t>(text: &'t str, needle: &str) -> Option<&'t str> {
     text.split_inclusive('\n')
         .find(|l| l.ends_with('\n') && l.contains(needle))
         .map(str::trim_end)
 }
 
-fn pump(mut stream: Box<dyn Read + Send>, console: Console, done: Arc<AtomicUsize>) {
+pub(crate) fn pump(mut stream: Box<dyn Read + Send>, console: Console, done: Arc<AtomicUsize>) {
     let mut buf = [0u8; 4096];
     while let Ok(n) = stream.read(&mut buf) {
         if n == 0 {
