@@ -32,6 +32,9 @@ use super::rpc;
 const MAX_TRANSMIT: usize = 64 * 1024;
 const KAD_PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/sosna/kad/1");
 const KAD_REFRESH: Duration = Duration::from_secs(300);
+/// Most LAN peers redialed; mDNS on a big LAN must not grow this without end.
+const MAX_LAN_PEERS: usize = 256;
+
 /// How often bootstrap peers we are not connected to are dialed again: a hub that starts
 /// after its miners, or comes back after a restart, is found within this.
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(3);
@@ -442,6 +445,7 @@ pub fn spawn(
         limits: settings.limits,
         has_bootstrap: !settings.bootstrap.is_empty(),
         bootstrap,
+        lan_peers: HashMap::new(),
         commands: command_rx,
         events,
         pending: HashMap::new(),
@@ -467,6 +471,10 @@ struct EventLoop {
     limits: Limits,
     has_bootstrap: bool,
     bootstrap: Vec<(PeerId, Multiaddr)>,
+    /// Peers mDNS found on the LAN and has not seen expire. They are redialed like
+    /// bootstrap peers: mDNS answers only every few minutes, and one lost dial must not
+    /// leave a LAN peer unconnected until then.
+    lan_peers: HashMap<PeerId, Multiaddr>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<BusEvent>,
     pending: HashMap<OutboundRequestId, (PeerId, PendingRequest)>,
@@ -485,12 +493,15 @@ impl EventLoop {
                     Some(c) => self.on_command(c),
                     None => break,
                 },
-                _ = redial.tick(), if self.has_bootstrap => {
-                    for (peer, addr) in &self.bootstrap {
-                        if !self.swarm.is_connected(peer) {
-                            tracing::debug!("bus: redialing bootstrap {addr}");
-                            let _ = self.swarm.dial(addr.clone());
-                        }
+                _ = redial.tick(), if self.has_bootstrap || !self.lan_peers.is_empty() => {
+                    let known = self.bootstrap.iter().map(|(p, a)| (p, a)).chain(self.lan_peers.iter());
+                    let missing: Vec<Multiaddr> = known
+                        .filter(|(peer, _)| !self.swarm.is_connected(peer))
+                        .map(|(_, addr)| addr.clone())
+                        .collect();
+                    for addr in missing {
+                        tracing::debug!("bus: redialing {addr}");
+                        let _ = self.swarm.dial(addr);
                     }
                 }
                 _ = kad_refresh.tick(), if self.has_bootstrap => {
@@ -638,13 +649,29 @@ impl EventLoop {
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         kad.add_address(&peer, addr.clone());
                     }
+                    if self.lan_peers.len() < MAX_LAN_PEERS {
+                        self.lan_peers.insert(peer, addr.clone());
+                    }
                     let _ = self.swarm.dial(addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, _) in gone {
+                    self.lan_peers.remove(&peer);
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!("bus: listening on {address}");
             }
-            SwarmEvent::ConnectionEstablished { connection_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                connection_id,
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established.get() == 1 {
+                    tracing::info!("bus: connected to {peer_id}");
+                }
                 if let Some((_, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
