@@ -531,7 +531,8 @@ mod anvil {
             IHubFactory::HubCreated::SIGNATURE,
             "HubCreated(address,address)"
         );
-        let chain = Arc::new(RpcChain::connect(&rpc, deployment, 10_000).unwrap());
+        let chain =
+            Arc::new(RpcChain::connect(&rpc, deployment, 10_000, Duration::from_secs(10)).unwrap());
         _test_trust_flow(Identity::with_eth_key(key), wallet, chain, &owner).await;
     }
 }

@@ -3,12 +3,13 @@
 //! it, an RPC endpoint that hangs is waited out, and the event index resumes from its
 //! checkpoint instead of rescanning.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_provider::Provider;
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::SolCall;
+use sosna_agent::bus::testnet::wait_until;
 use sosna_agent::chain::index::{Indexer, MarketEvent};
 use sosna_agent::chain::sender::Sender;
 use sosna_agent::chain::{connect, ChainConfig};
@@ -162,15 +163,16 @@ async fn test_sender_waits_out_a_hung_rpc_endpoint() {
         })
     };
     // The endpoint hangs: requests time out and are retried, never given up.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sender.retries() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "no retries seen while anvil is frozen"
-        );
-        assert!(!task.is_finished(), "send finished during the outage");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "retries while anvil is frozen",
+        Duration::from_secs(30),
+        || async {
+            assert!(!task.is_finished(), "send finished during the outage");
+            sender.retries() >= 2
+        },
+    )
+    .await
+    .unwrap();
     chain.thaw().unwrap();
     let receipt = tokio::time::timeout(Duration::from_secs(60), task)
         .await

@@ -1,24 +1,17 @@
 //! What the miners' trust flow reads from the chain, behind a small trait so the flow can be
 //! tested without a node. [`RpcChain`] is the real view: eth_call and eth_getLogs against
-//! the contracts of a deployment file, over alloy's HTTP provider.
+//! the contracts of a deployment file, over the chain client's provider (with its
+//! request timeout) and errors.
 
 use alloy_primitives::{Address, Bytes, TxKind, U256};
-use alloy_provider::{DynProvider, Provider, ProviderBuilder};
+use alloy_provider::{DynProvider, Provider};
 use alloy_rpc_types_eth::{Filter, TransactionInput, TransactionRequest};
 use alloy_sol_types::{SolCall, SolEvent};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sosna_contracts::{Deployment, IHubWallet, IWhitelist, ISNM};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ChainError {
-    #[error("chain RPC URL {url:?}: {reason}")]
-    Url { url: String, reason: String },
-    #[error("{what}: {reason}")]
-    Rpc { what: String, reason: String },
-    #[error("decoding {what}: {reason}")]
-    Decode { what: String, reason: String },
-}
+pub use crate::chain::ChainError;
 
 /// A hub's Whitelist entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,15 +72,10 @@ impl RpcChain {
         url: &str,
         deployment: Deployment,
         lookback_blocks: u64,
+        timeout: std::time::Duration,
     ) -> Result<RpcChain, ChainError> {
-        let parsed = url.parse().map_err(|e: url::ParseError| ChainError::Url {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
-        crate::tls::ensure_provider();
-        let provider = ProviderBuilder::new().connect_http(parsed).erased();
         Ok(RpcChain {
-            provider,
+            provider: crate::chain::connect(url, timeout)?,
             deployment,
             lookback_blocks,
         })

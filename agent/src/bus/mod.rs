@@ -90,6 +90,7 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
                     &config.chain.rpc_url,
                     d,
                     cfg.payout_lookback_blocks,
+                    config.chain.timeout(),
                 )?)),
                 None => None,
             };

@@ -247,8 +247,8 @@ impl Indexer {
 
 /// Our event for `log`, None for a log of a known contract we do not index.
 fn decode(d: &Deployment, log: &Log) -> Result<Option<Indexed>, ChainError> {
-    let bad = |e: alloy_sol_types::Error| ChainError::Rpc {
-        what: format!("decoding log {:?} of {}", log.topic0(), log.address()),
+    let bad = |e: alloy_sol_types::Error| ChainError::Decode {
+        what: format!("log {:?} of {}", log.topic0(), log.address()),
         reason: e.to_string(),
     };
     let topic = log.topic0().copied().unwrap_or_default();

@@ -112,6 +112,8 @@ pub enum ChainError {
     Url { url: String, reason: String },
     #[error("{what}: {reason}")]
     Rpc { what: String, reason: String },
+    #[error("decoding {what}: {reason}")]
+    Decode { what: String, reason: String },
     #[error("{what} reverted: {reason}")]
     Reverted { what: String, reason: String },
     #[error("deployment file: {0}")]
