@@ -1,0 +1,119 @@
+//! `sosna update …` on the device: install a bundle (a path or an http:// URL), show the
+//! slots, mark the booted slot. Everything goes through RAUC over D-Bus.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::ota::fetch::{self, FetchError};
+use crate::ota::rauc::{Rauc, RaucError};
+
+/// Where a downloaded bundle is kept (on the state partition, so a download resumes
+/// across reboots).
+const DOWNLOAD: &str = "/var/lib/sosna/ota/bundle.raucb";
+const RAUC_WAIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("download: {0}")]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Rauc(#[from] RaucError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// What `install` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Installed {
+    /// RAUC wrote the other slot and made it primary.
+    Done { digest: String },
+    /// `--once` and this bundle was installed before.
+    Already { digest: String },
+}
+
+pub async fn install(
+    source: &str,
+    sha256: Option<&str>,
+    once: bool,
+) -> Result<Installed, UpdateError> {
+    let path = if source.starts_with("http://") {
+        let dest = Path::new(DOWNLOAD);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| UpdateError::Io {
+                what: format!("create {}", dir.display()),
+                source,
+            })?;
+        }
+        eprintln!("update: downloading {source}");
+        fetch::download(source, dest, sha256).await?;
+        dest.to_owned()
+    } else {
+        let p = PathBuf::from(source);
+        if let Some(d) = sha256 {
+            fetch::verify(&p, &fetch::parse_digest(d)?)?;
+        }
+        p
+    };
+    let digest = match sha256 {
+        Some(d) => fetch::parse_digest(d)?,
+        None => fetch::sha256_file(&path)?,
+    };
+    let marker = Path::new(super::INSTALLED_DIR).join(&digest);
+    if once && marker.exists() {
+        eprintln!("update: bundle {digest} was installed before; nothing to do");
+        return Ok(Installed::Already { digest });
+    }
+    let rauc = Rauc::connect(RAUC_WAIT).await?;
+    eprintln!("update: installing {} through RAUC", path.display());
+    let mut last = (-1, String::new());
+    rauc.install(&path.to_string_lossy(), &mut |p| {
+        if (p.percent, &p.message) != (last.0, &last.1) {
+            last = (p.percent, p.message.clone());
+            eprintln!("update: {:3}% {}", p.percent, p.message);
+        }
+    })
+    .await?;
+    let _ = std::fs::create_dir_all(super::INSTALLED_DIR);
+    if let Err(e) = std::fs::write(&marker, b"") {
+        eprintln!("update: record {}: {e}", marker.display());
+    }
+    if path == Path::new(DOWNLOAD) {
+        let _ = std::fs::remove_file(&path);
+    }
+    let primary = rauc.primary().await.unwrap_or_default();
+    eprintln!("update: installed bundle {digest}; slot {primary} boots next");
+    Ok(Installed::Done { digest })
+}
+
+/// The slots as RAUC reports them, plus this image's version.
+pub async fn status() -> Result<String, UpdateError> {
+    let rauc = Rauc::connect(Duration::from_secs(10)).await?;
+    let booted = rauc.booted().await?;
+    let primary = rauc.primary().await?;
+    let mut out = format!(
+        "version: {}\nbooted: {booted}\nprimary: {primary}\n",
+        super::version()
+    );
+    let mut slots = rauc.slots().await?;
+    slots.sort_by(|a, b| a.name.cmp(&b.name));
+    for s in slots {
+        out.push_str(&format!(
+            "{}: bootname={} state={} boot-status={} version={} installed={}\n",
+            s.name,
+            s.get("bootname"),
+            s.get("state"),
+            s.get("boot-status"),
+            s.get("bundle.version"),
+            s.get("installed.timestamp"),
+        ));
+    }
+    Ok(out)
+}
+
+pub async fn mark(good: bool) -> Result<String, UpdateError> {
+    let rauc = Rauc::connect(Duration::from_secs(10)).await?;
+    Ok(rauc.mark_booted(good).await?)
+}
