@@ -53,7 +53,7 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
     let bus = crate::bus::start_if_enabled(config, runtime.clone());
     println!("{}", status::ready_line());
     if ota.is_some() {
-        tokio::spawn(crate::ota::health::after_boot());
+        tokio::spawn(crate::ota::health::after_boot(runtime.clone()));
     }
     if mode == Mode::Init {
         // Each module costs a signature check; those not needed for READY load after it.

@@ -62,6 +62,16 @@ fn install_on_boot(copy: &DiskCopy, server: &FileServer, bundle: &Bundle, then: 
     copy.esp_write(ESP_OFFSET, CONFIG, &config).unwrap();
 }
 
+/// Adds a provisioning-file service that prints `sosna update status` at every boot.
+fn status_on_boot(copy: &DiskCopy) {
+    let mut config = copy.esp_read(ESP_OFFSET, CONFIG).unwrap();
+    config.push_str(
+        "\n[[service]]\nname = \"ota-status\"\n\
+         command = [\"/sbin/sosna\", \"update\", \"status\"]\nrestart = \"never\"\n",
+    );
+    copy.esp_write(ESP_OFFSET, CONFIG, &config).unwrap();
+}
+
 /// The boot entries on the ESP, parsed.
 fn entries(copy: &DiskCopy) -> Vec<Entry> {
     copy.boot_entries(ESP_OFFSET)
@@ -95,12 +105,14 @@ fn test_update_boots_b_and_marks_it_good() {
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
     let copy = device(&disk);
     install_on_boot(&copy, &server, &bundle, &["--reboot"]);
+    status_on_boot(&copy);
     let mut vm = DiskVm::boot(&disk, &copy).unwrap();
     vm.wait_for(
         &format!("SOSNA OTA slot=a version={VERSION} state=good"),
         BOOT,
     )
     .unwrap();
+    vm.wait_for("booted: a", BOOT).unwrap();
     vm.wait_for("update: installing", INSTALL).unwrap();
     let started = Instant::now();
     vm.wait_for("update: installed bundle", INSTALL).unwrap();
@@ -115,6 +127,12 @@ fn test_update_boots_b_and_marks_it_good() {
     // The same service on B sees the bundle was installed already.
     vm.wait_for("was installed before; nothing to do", BOOT)
         .unwrap();
+    // `sosna update status` on B, read from RAUC over D-Bus.
+    vm.wait_for("booted: b", BOOT).unwrap();
+    vm.wait_for(&format!("version: {}", bundle.version), BOOT)
+        .unwrap();
+    let status = vm.wait_for("rootfs.1: bootname=b", BOOT).unwrap();
+    assert!(status.contains("state=booted"), "{status}");
     eprintln!("OTA update_s={update_s:.1} (install + reboot + health check)");
     vm.stop();
     let e = entries(&copy);

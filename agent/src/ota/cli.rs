@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::ota::fetch::{self, FetchError};
 use crate::ota::rauc::{Rauc, RaucError};
 
-/// Where a downloaded bundle is kept (on the state partition, so a download resumes
-/// across reboots).
-const DOWNLOAD: &str = "/var/lib/sosna/ota/bundle.raucb";
+/// Where downloaded bundles are kept (on the state partition, so a download resumes
+/// across reboots), one file per expected digest or URL so that a resume never mixes two.
+const DOWNLOADS: &str = "/var/lib/sosna/ota";
 const RAUC_WAIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
@@ -39,17 +39,31 @@ pub async fn install(
     sha256: Option<&str>,
     once: bool,
 ) -> Result<Installed, UpdateError> {
-    let path = if source.starts_with("http://") {
-        let dest = Path::new(DOWNLOAD);
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| UpdateError::Io {
-                what: format!("create {}", dir.display()),
-                source,
-            })?;
+    let installed = |digest: &str| Path::new(super::INSTALLED_DIR).join(digest).exists();
+    if let Some(d) = sha256 {
+        let digest = fetch::parse_digest(d)?;
+        if once && installed(&digest) {
+            eprintln!("update: bundle {digest} was installed before; nothing to do");
+            return Ok(Installed::Already { digest });
         }
+    }
+    let downloaded = source.starts_with("http://");
+    let path = if downloaded {
+        let key = match sha256 {
+            Some(d) => fetch::parse_digest(d)?,
+            None => {
+                use sha2::Digest;
+                format!("{:x}", sha2::Sha256::digest(source.as_bytes()))
+            }
+        };
+        let dest = Path::new(DOWNLOADS).join(format!("{}.raucb", &key[..16]));
+        std::fs::create_dir_all(DOWNLOADS).map_err(|source| UpdateError::Io {
+            what: format!("create {DOWNLOADS}"),
+            source,
+        })?;
         eprintln!("update: downloading {source}");
-        fetch::download(source, dest, sha256).await?;
-        dest.to_owned()
+        fetch::download(source, &dest, sha256).await?;
+        dest
     } else {
         let p = PathBuf::from(source);
         if let Some(d) = sha256 {
@@ -62,7 +76,10 @@ pub async fn install(
         None => fetch::sha256_file(&path)?,
     };
     let marker = Path::new(super::INSTALLED_DIR).join(&digest);
-    if once && marker.exists() {
+    if once && installed(&digest) {
+        if downloaded {
+            let _ = std::fs::remove_file(&path);
+        }
         eprintln!("update: bundle {digest} was installed before; nothing to do");
         return Ok(Installed::Already { digest });
     }
@@ -80,7 +97,7 @@ pub async fn install(
     if let Err(e) = std::fs::write(&marker, b"") {
         eprintln!("update: record {}: {e}", marker.display());
     }
-    if path == Path::new(DOWNLOAD) {
+    if downloaded {
         let _ = std::fs::remove_file(&path);
     }
     let primary = rauc.primary().await.unwrap_or_default();
@@ -90,7 +107,7 @@ pub async fn install(
 
 /// The slots as RAUC reports them, plus this image's version.
 pub async fn status() -> Result<String, UpdateError> {
-    let rauc = Rauc::connect(Duration::from_secs(10)).await?;
+    let rauc = Rauc::connect(RAUC_WAIT).await?;
     let booted = rauc.booted().await?;
     let primary = rauc.primary().await?;
     let mut out = format!(

@@ -93,16 +93,18 @@ pub async fn download(url: &str, dest: &Path, sha256: Option<&str>) -> Result<()
         return Err(e);
     }
     match expected {
-        Some(expected) => verify(dest, &expected),
+        Some(expected) => verify(dest, &expected).inspect_err(|_| {
+            // A wrong download must not be resumed from next time.
+            let _ = std::fs::remove_file(dest);
+        }),
         None => Ok(()),
     }
 }
 
-/// Checks `path` against a sha256; a wrong file is deleted so that it is not resumed.
+/// Checks `path` against a sha256.
 pub fn verify(path: &Path, expected: &str) -> Result<(), FetchError> {
     let found = sha256_file(path)?;
     if found != expected {
-        let _ = std::fs::remove_file(path);
         return Err(FetchError::Mismatch {
             path: path.into(),
             found,
@@ -303,6 +305,13 @@ mod tests {
             e.to_string().contains(&format!("sha256 is {digest}")),
             "{e}"
         );
-        assert!(!dest.exists(), "a file with the wrong digest is not kept");
+        let e = download(&url, &dest, Some(&"0".repeat(64)))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("expected 0000"), "{e}");
+        assert!(
+            !dest.exists(),
+            "a download with the wrong digest is not kept"
+        );
     }
 }

@@ -14,7 +14,7 @@ const RAUC_WAIT: Duration = Duration::from_secs(120);
 
 /// Checks this boot and marks its slot; reboots when it is bad. Prints one
 /// `SOSNA OTA slot=… version=… state=…` line for operators and tests.
-pub async fn after_boot() {
+pub async fn after_boot(runtime: Option<crate::runtime::Runtime>) {
     let Some(slot) = super::booted_slot() else {
         return;
     };
@@ -29,7 +29,7 @@ pub async fn after_boot() {
         return;
     }
     tracing::info!("ota: slot {slot} is on trial; checking health");
-    match check(slot).await {
+    match check(slot, runtime.as_ref()).await {
         Ok(rauc) => match rauc.mark_booted(true).await {
             Ok(msg) => {
                 tracing::info!("ota: {msg}");
@@ -49,11 +49,15 @@ pub async fn after_boot() {
     }
 }
 
-/// The health check: RAUC answers on the bus and agrees which slot booted, and the test
-/// flag is absent. (The agent reached READY before this runs.)
-async fn check(slot: char) -> Result<Rauc, String> {
+/// The health check: the agent reached READY (this runs after it); the container
+/// runtime, when configured, came up and reads its image store from the state partition;
+/// RAUC answers on the bus and agrees which slot booted; and the test flag is absent.
+async fn check(slot: char, runtime: Option<&crate::runtime::Runtime>) -> Result<Rauc, String> {
     if Path::new(super::HEALTH_FAIL_FLAG).exists() {
         return Err(format!("{} present", super::HEALTH_FAIL_FLAG));
+    }
+    if let Some(rt) = runtime {
+        rt.images().map_err(|e| format!("container runtime: {e}"))?;
     }
     let rauc = Rauc::connect(RAUC_WAIT).await.map_err(|e| e.to_string())?;
     let booted = rauc.booted().await.map_err(|e| e.to_string())?;
