@@ -182,9 +182,11 @@ impl Drop for Writable {
 }
 
 /// RAUC's `post-install` handler: copies the target slot's UKI from the mounted bundle
-/// onto the ESP, replacing that slot's entry under its current name (RAUC has marked it
-/// bad before writing; its `set-primary` renames it afterwards). `env` reads RAUC's
-/// handler environment. Returns the entry's file name.
+/// onto the ESP, replacing that slot's entry under its current name. RAUC 1.8 runs it
+/// after writing the root and after `set-primary` (so the name is `sosna-1-b+3-0.efi`).
+/// A crash before it leaves the old UKI, whose root hash the new root fails: the early
+/// stage refuses that slot and the old one boots. `env` reads RAUC's handler
+/// environment. Returns the entry's file name.
 pub fn post_install(
     esp: &Path,
     env: &dyn Fn(&str) -> Option<String>,

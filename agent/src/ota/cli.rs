@@ -117,15 +117,11 @@ pub async fn status() -> Result<String, UpdateError> {
     let mut slots = rauc.slots().await?;
     slots.sort_by(|a, b| a.name.cmp(&b.name));
     for s in slots {
-        out.push_str(&format!(
-            "{}: bootname={} state={} boot-status={} version={} installed={}\n",
-            s.name,
-            s.get("bootname"),
-            s.get("state"),
-            s.get("boot-status"),
-            s.get("bundle.version"),
-            s.get("installed.timestamp"),
-        ));
+        // Every field RAUC reports, sorted: what it knows depends on the slot's history.
+        let mut fields: Vec<_> = s.fields.iter().collect();
+        fields.sort();
+        let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!("{}: {}\n", s.name, fields.join(" ")));
     }
     Ok(out)
 }
