@@ -1,5 +1,7 @@
 //! The `sosna` binary. As PID 1 it is the image's init; otherwise a CLI and host daemon.
 
+mod market_cli;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -122,6 +124,15 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Hub operators: create this node's HubWallet.
+    Hub {
+        #[command(subcommand)]
+        action: HubAction,
+    },
+    /// Buy a task run: escrow the price on the Market naming a hub, hand the hub the task,
+    /// follow it, check the result against the digest committed on chain, and confirm.
+    /// Prints the task's stdout; exits with its exit code.
+    Buy(market_cli::BuyArgs),
     /// Write a disk image to a block device (or file) and verify it by reading it back.
     /// Refuses a device that is mounted, holds the running system or is otherwise in use.
     Flash {
@@ -205,6 +216,13 @@ fn parse_size(s: &str) -> Result<u64, String> {
 fn parse_restart(s: &str) -> Result<Restart, String> {
     serde_json::from_value(serde_json::Value::String(s.into()))
         .map_err(|_| format!("{s:?}: expected never, on-failure or always"))
+}
+
+#[derive(Subcommand)]
+enum HubAction {
+    /// Create a HubWallet owned by this node's key through the HubFactory (which lists it
+    /// in the Whitelist), fund it with a deposit, and print its address.
+    Register(market_cli::RegisterArgs),
 }
 
 #[derive(Subcommand)]
@@ -344,6 +362,13 @@ fn main() -> anyhow::Result<()> {
             let state = BusConfig::state_dir(&Config::load(&config)?.state_dir);
             let id = Identity::load_or_create(&state).context("bus identity")?;
             println!("peer_id {}\naddress {}", id.peer_id(), id.address());
+        }
+        Command::Hub {
+            action: HubAction::Register(args),
+        } => market_cli::register(args).await_blocking()?,
+        Command::Buy(args) => {
+            sosna_agent::logging::init("warn");
+            std::process::exit(market_cli::buy(args).await_blocking()?)
         }
         Command::Flash { image, device } => flash(&image, &device)?,
         Command::Poweroff => ask_init(PowerRequest::Poweroff)?,

@@ -3,7 +3,7 @@
 //! Everything here is encoded with msgpack inside a signed [`Envelope`](super::envelope);
 //! this module only knows shapes and the per-message sanity rules a receiver enforces.
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 
 /// Hub announcements.
@@ -128,6 +128,75 @@ pub struct TaskOffer {
 pub struct TaskReport {
     pub unit: alloy_primitives::B256,
     pub outcome: TaskOutcome,
+    /// Milliseconds the miner spent pulling the image and running the task (for the
+    /// hub's phase timings; not part of what is voted on).
+    #[serde(default)]
+    pub pull_ms: u64,
+    #[serde(default)]
+    pub run_ms: u64,
+}
+
+/// Most replicas a buyer may ask for.
+pub const MAX_REPLICAS: u16 = 16;
+
+/// A buyer handing a task to the hub named in a deal the buyer opened on the Market. The
+/// deal's terms travel along so the hub can check them with one `isOpen` call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSubmission {
+    pub deal: U256,
+    /// The deal's price in SNM wei, as opened.
+    pub price: U256,
+    /// The deal's deadline, unix seconds, as opened.
+    pub deadline: u64,
+    /// How many distinct miners run the task; a strict majority decides.
+    pub replicas: u16,
+    /// The [`TaskSpec`](crate::runtime::task::TaskSpec) as JSON.
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPhase {
+    /// Offered to miners and running.
+    Running,
+    /// Decided; the result is being committed and the miners paid on chain.
+    Settling,
+    /// Committed on chain; the result can be fetched and confirmed.
+    Done,
+    /// No result: see the detail. The hub releases the deal so the buyer is refunded.
+    Failed,
+}
+
+/// Milliseconds spent in each phase of a job, as the hub saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTimings {
+    /// Until the last of the first round of offers was accepted.
+    pub dispatch_ms: u64,
+    /// Slowest agreeing miner's image pull, and its run.
+    pub pull_ms: u64,
+    pub run_ms: u64,
+    /// The rest of the unit: reports travelling back, signature checks, the vote.
+    pub verify_ms: u64,
+    /// Commit, payout and challenge transactions, confirmed.
+    pub settle_ms: u64,
+    /// Gas the hub's settlement transactions used.
+    pub settle_gas: u64,
+}
+
+/// Where a job stands; once `Done`, it carries the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub deal: U256,
+    pub phase: JobPhase,
+    /// What happened last, for people.
+    pub detail: String,
+    pub result: Option<crate::market::work::ResultBundle>,
+    /// Miners whose results agreed, and those outvoted.
+    pub agree: Vec<Address>,
+    pub disagree: Vec<Address>,
+    /// Settlement transactions: (what, hash).
+    pub txs: Vec<(String, alloy_primitives::B256)>,
+    pub timings: JobTimings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +222,12 @@ pub enum Request {
     },
     Offer(TaskOffer),
     Report(TaskReport),
+    /// Buyer → hub: run this task for this deal.
+    Submit(JobSubmission),
+    /// Buyer → hub: where does the job for this deal stand.
+    Job {
+        deal: U256,
+    },
 }
 
 /// Direct responses.
@@ -166,6 +241,7 @@ pub enum Response {
     Accepted,
     /// The hub recorded the report.
     Received,
+    Job(JobStatus),
 }
 
 /// Every message an envelope may carry.
@@ -270,6 +346,32 @@ impl Message {
                 }
                 TaskOutcome::Failed(why) => check_text("failure", why),
             },
+            Message::Request(Request::Submit(j)) => {
+                if j.spec.len() > MAX_SPEC {
+                    return Err(format!("task spec longer than {MAX_SPEC} bytes"));
+                }
+                if j.replicas == 0 || j.replicas > MAX_REPLICAS {
+                    return Err(format!(
+                        "{} replicas asked (1..={MAX_REPLICAS})",
+                        j.replicas
+                    ));
+                }
+                Ok(())
+            }
+            Message::Response(Response::Job(j)) => {
+                if j.result
+                    .as_ref()
+                    .is_some_and(|r| r.stdout.len() > MAX_RESULT)
+                {
+                    return Err(format!("result longer than {MAX_RESULT} bytes"));
+                }
+                if j.agree.len() + j.disagree.len() > usize::from(MAX_REPLICAS) * 2
+                    || j.txs.len() > 8
+                {
+                    return Err("job status lists too many miners or transactions".into());
+                }
+                check_text("detail", &j.detail)
+            }
             _ => Ok(()),
         }
     }

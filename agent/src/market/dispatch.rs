@@ -47,6 +47,11 @@ pub struct UnitResult {
     pub attestations: Vec<Attestation>,
     /// Miners that were offered the unit, in order.
     pub asked: Vec<Address>,
+    /// Until the first full round of offers was taken.
+    pub dispatch: Duration,
+    /// The slowest agreeing miner's pull and run, as it reported them.
+    pub pull_ms: u64,
+    pub run_ms: u64,
 }
 
 type Reports = mpsc::Sender<(Address, TaskReport)>;
@@ -130,6 +135,9 @@ impl Dispatcher {
         let mut asked: Vec<Address> = Vec::new();
         let mut running: BTreeMap<Address, Instant> = BTreeMap::new();
         let mut results: BTreeMap<Address, (ResultBundle, Attestation)> = BTreeMap::new();
+        let mut timings: BTreeMap<Address, (u64, u64)> = BTreeMap::new();
+        let started = Instant::now();
+        let mut dispatched: Option<Duration> = None;
         loop {
             // Keep `replicas` miners busy on the unit, never asking one twice.
             while running.len() + results.len() < usize::from(unit.replicas) {
@@ -151,6 +159,9 @@ impl Dispatcher {
                     }
                     Err(e) => tracing::info!("market: offering unit {} to {miner}: {e}", unit.id),
                 }
+            }
+            if dispatched.is_none() && running.len() + results.len() >= usize::from(unit.replicas) {
+                dispatched = Some(started.elapsed());
             }
             if running.is_empty() && results.len() < usize::from(unit.replicas) {
                 let joined = self.miners.lock().expect("miners lock").len();
@@ -178,13 +189,24 @@ impl Dispatcher {
                         .find(|(b, _)| b.digest() == digest)
                         .map(|(b, _)| b.clone())
                         .expect("the majority digest has a bundle");
+                    let slowest = |f: fn(&(u64, u64)) -> u64| {
+                        agree
+                            .iter()
+                            .filter_map(|m| timings.get(m))
+                            .map(f)
+                            .max()
+                            .unwrap_or(0)
+                    };
                     return Ok(UnitResult {
                         unit,
                         bundle,
+                        pull_ms: slowest(|t| t.0),
+                        run_ms: slowest(|t| t.1),
                         agree,
                         disagree,
                         attestations: results.into_values().map(|(_, a)| a).collect(),
                         asked,
+                        dispatch: dispatched.unwrap_or_else(|| started.elapsed()),
                     });
                 }
             }
@@ -203,6 +225,7 @@ impl Dispatcher {
                     if running.remove(&from).is_none() {
                         continue; // not asked, or already reported
                     }
+                    timings.insert(from, (report.pull_ms, report.run_ms));
                     match report.outcome {
                         TaskOutcome::Done { exit_code, stdout, attestation } => {
                             if let Err(e) = attest::check(&self.domain, &unit, &attestation) {
