@@ -172,10 +172,12 @@ pub enum JobPhase {
 pub struct JobTimings {
     /// Until the last of the first round of offers was accepted.
     pub dispatch_ms: u64,
-    /// Slowest agreeing miner's image pull, and its run.
+    /// Slowest agreeing miner's image pull, and its run (overlapping the other phases:
+    /// miners start as soon as they take the offer).
     pub pull_ms: u64,
     pub run_ms: u64,
-    /// The rest of the unit: reports travelling back, signature checks, the vote.
+    /// From the first result in to the decision: waiting for the replicas to agree,
+    /// signature checks, the vote.
     pub verify_ms: u64,
     /// Commit, payout and challenge transactions, confirmed.
     pub settle_ms: u64,

@@ -268,14 +268,12 @@ impl Desk {
             return Err("the deal's deadline passed before the task ran".into());
         }
         let pay_usnm = (self.pay_each(s) / U256::from(MICRO_SNM_WEI)).saturating_to::<u64>();
-        let started = Instant::now();
         let result = self
             .inner
             .dispatcher
             .run_unit(self.unit(s), &s.spec, pay_usnm, timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let spent = started.elapsed().as_millis() as u64;
         let dispatch_ms = result.dispatch.as_millis() as u64;
         tracing::info!(
             "market: deal {}: {} agreed, {} outvoted",
@@ -297,7 +295,7 @@ impl Desk {
                 dispatch_ms,
                 pull_ms: result.pull_ms,
                 run_ms: result.run_ms,
-                verify_ms: spent.saturating_sub(dispatch_ms + result.pull_ms + result.run_ms),
+                verify_ms: result.verify.as_millis() as u64,
                 ..JobTimings::default()
             };
             j.attestations = result.attestations.clone();

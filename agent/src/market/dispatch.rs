@@ -52,6 +52,8 @@ pub struct UnitResult {
     /// The slowest agreeing miner's pull and run, as it reported them.
     pub pull_ms: u64,
     pub run_ms: u64,
+    /// From the first result in to the decision: waiting for agreement, and the checks.
+    pub verify: Duration,
 }
 
 type Reports = mpsc::Sender<(Address, TaskReport)>;
@@ -138,26 +140,43 @@ impl Dispatcher {
         let mut timings: BTreeMap<Address, (u64, u64)> = BTreeMap::new();
         let started = Instant::now();
         let mut dispatched: Option<Duration> = None;
+        let mut first_result: Option<Instant> = None;
         loop {
             // Keep `replicas` miners busy on the unit, never asking one twice.
-            while running.len() + results.len() < usize::from(unit.replicas) {
-                let Some((miner, peer)) = self.next_miner(&unit.id, &asked) else {
+            // Keep `replicas` miners busy on the unit, never asking one twice; each round
+            // of offers goes out at once. Reports wait in `rx` until the round is done.
+            loop {
+                let needed =
+                    usize::from(unit.replicas).saturating_sub(running.len() + results.len());
+                let mut round = Vec::new();
+                while round.len() < needed {
+                    let Some((miner, peer)) = self.next_miner(&unit.id, &asked) else {
+                        break;
+                    };
+                    asked.push(miner);
+                    round.push((miner, peer));
+                }
+                if round.is_empty() {
                     break;
-                };
-                asked.push(miner);
-                match self
-                    .bus
-                    .request(peer, Vec::new(), Request::Offer(offer.clone()))
-                    .await
-                {
-                    Ok((from, Response::Accepted)) if from == miner => {
-                        tracing::info!("market: unit {} offered to {miner}", unit.id);
-                        running.insert(miner, Instant::now() + patience);
+                }
+                let answers = futures::future::join_all(round.iter().map(|(_, peer)| {
+                    self.bus
+                        .request(*peer, Vec::new(), Request::Offer(offer.clone()))
+                }))
+                .await;
+                for ((miner, _), answer) in round.into_iter().zip(answers) {
+                    match answer {
+                        Ok((from, Response::Accepted)) if from == miner => {
+                            tracing::info!("market: unit {} offered to {miner}", unit.id);
+                            running.insert(miner, Instant::now() + patience);
+                        }
+                        Ok((_, other)) => {
+                            tracing::info!("market: {miner} declined unit {}: {other:?}", unit.id)
+                        }
+                        Err(e) => {
+                            tracing::info!("market: offering unit {} to {miner}: {e}", unit.id)
+                        }
                     }
-                    Ok((_, other)) => {
-                        tracing::info!("market: {miner} declined unit {}: {other:?}", unit.id)
-                    }
-                    Err(e) => tracing::info!("market: offering unit {} to {miner}: {e}", unit.id),
                 }
             }
             if dispatched.is_none() && running.len() + results.len() >= usize::from(unit.replicas) {
@@ -207,6 +226,7 @@ impl Dispatcher {
                         attestations: results.into_values().map(|(_, a)| a).collect(),
                         asked,
                         dispatch: dispatched.unwrap_or_else(|| started.elapsed()),
+                        verify: first_result.map_or(Duration::ZERO, |t| t.elapsed()),
                     });
                 }
             }
@@ -234,6 +254,7 @@ impl Dispatcher {
                             }
                             let bundle = ResultBundle { exit_code, stdout };
                             results.insert(from, (bundle, attestation));
+                            first_result.get_or_insert_with(Instant::now);
                         }
                         TaskOutcome::Failed(why) => {
                             tracing::info!("market: {from} failed unit {}: {why}", unit.id);
