@@ -140,7 +140,8 @@ fn write(path: &Path, data: impl AsRef<[u8]>, mode: u32) -> Result<(), FleetErro
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(setup)
 }
 
-fn snm(wei: U256) -> String {
+/// `wei` as SNM for people, e.g. "2.5 SNM".
+pub fn snm(wei: U256) -> String {
     let text = alloy_primitives::utils::format_ether(wei);
     format!("{} SNM", text.trim_end_matches('0').trim_end_matches('.'))
 }
@@ -573,6 +574,8 @@ test_fault_wrong_result = {cheat}
             .arg(&report)
             .arg(&self.task_image)
             .args(["--", "sh", "-c", script])
+            // A terminal's Ctrl-C is the demo's to handle, not the buyer's.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

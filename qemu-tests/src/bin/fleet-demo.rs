@@ -7,10 +7,11 @@
 //!   fleet-demo --bench N  N honest tasks; phase timings, gas, and the BENCH e2e line
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sosna_qemu_tests::fleet::{stop_children, Fleet, FleetOptions};
+use sosna_qemu_tests::fleet::{snm, stop_children, Fleet, FleetOptions};
 use sosna_qemu_tests::Image;
 
 /// The task: a checksum every honest machine computes alike.
@@ -22,6 +23,10 @@ fn work_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
     target.join("demo")
 }
+
+/// Set once a signal started stopping the fleet: whatever fails after that is a
+/// consequence, and the stopping thread ends the process.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Stops everything on Ctrl-C or SIGTERM, from a thread of its own.
 fn stop_on_signal(dir: PathBuf) {
@@ -39,6 +44,7 @@ fn stop_on_signal(dir: PathBuf) {
                 _ = term.recv() => {}
             }
         });
+        STOPPING.store(true, Ordering::SeqCst);
         eprintln!("\n*** stopping the fleet: miner VMs, the hub, anvil, the registry");
         stop_children();
         let _ = std::fs::remove_dir_all(&dir);
@@ -48,6 +54,16 @@ fn stop_on_signal(dir: PathBuf) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let result = run();
+    if STOPPING.load(Ordering::SeqCst) {
+        loop {
+            std::thread::park(); // the stopping thread exits the process
+        }
+    }
+    result
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let keep = args.iter().any(|a| a == "--keep");
     let bench_runs: Option<usize> = args
@@ -123,9 +139,9 @@ fn story(
         .zip(before.miners.iter().zip(&after.miners))
     {
         let what = if a.balance > b.balance {
-            format!("earned {} wei", a.balance - b.balance)
+            format!("earned {}", snm(a.balance - b.balance))
         } else if a.stake < b.stake {
-            format!("was outvoted and lost {} wei of stake", b.stake - a.stake)
+            format!("was outvoted and lost {} of stake", snm(b.stake - a.stake))
         } else {
             "earned nothing".to_string()
         };
