@@ -42,6 +42,9 @@ pub struct BuyArgs {
     /// Memory limit in bytes (0: the miner's default).
     #[arg(long, default_value_t = 0)]
     memory: u64,
+    /// CPU quota as a number of CPUs, e.g. 0.5 (0: no quota).
+    #[arg(long, default_value_t = 0.0)]
+    cpus: f64,
     /// Write the job's status, transactions and timings here as JSON.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -138,6 +141,7 @@ pub async fn buy(a: BuyArgs) -> anyhow::Result<i32> {
         timeout_secs: a.timeout,
         resources: sosna_agent::runtime::task::Resources {
             memory_bytes: a.memory,
+            cpus: a.cpus,
             ..Default::default()
         },
         ..Default::default()
