@@ -25,6 +25,7 @@ pub mod node;
 pub mod power;
 pub mod power_button;
 pub mod reaper;
+pub mod rollout;
 pub mod runtime;
 pub mod shutdown;
 pub mod slave;

@@ -1,5 +1,6 @@
 //! The `sosna` binary. As PID 1 it is the image's init; otherwise a CLI and host daemon.
 
+mod fleet_cli;
 mod market_cli;
 
 use std::path::PathBuf;
@@ -133,6 +134,11 @@ enum Command {
     /// follow it, check the result against the digest committed on chain, and confirm.
     /// Prints the task's stdout; exits with its exit code.
     Buy(market_cli::BuyArgs),
+    /// Fleet operators: OTA rollouts over the bus.
+    Fleet {
+        #[command(subcommand)]
+        action: FleetAction,
+    },
     /// Write a disk image to a block device (or file) and verify it by reading it back.
     /// Refuses a device that is mounted, holds the running system or is otherwise in use.
     Flash {
@@ -216,6 +222,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
 fn parse_restart(s: &str) -> Result<Restart, String> {
     serde_json::from_value(serde_json::Value::String(s.into()))
         .map_err(|_| format!("{s:?}: expected never, on-failure or always"))
+}
+
+#[derive(Subcommand)]
+enum FleetAction {
+    /// Sign a rollout notice for a bundle and publish it on sosna/updates/1 in waves,
+    /// following the nodes' reports; halts past the failure threshold.
+    Publish(fleet_cli::PublishArgs),
+    /// Listen for the nodes' update reports and print versions and slot states.
+    Status(fleet_cli::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -370,6 +385,12 @@ fn main() -> anyhow::Result<()> {
             sosna_agent::logging::init("warn");
             std::process::exit(market_cli::buy(args).await_blocking()?)
         }
+        Command::Fleet {
+            action: FleetAction::Publish(args),
+        } => std::process::exit(fleet_cli::publish(args).await_blocking()?),
+        Command::Fleet {
+            action: FleetAction::Status(args),
+        } => fleet_cli::status(args).await_blocking()?,
         Command::Flash { image, device } => flash(&image, &device)?,
         Command::Poweroff => ask_init(PowerRequest::Poweroff)?,
         Command::Reboot => ask_init(PowerRequest::Reboot)?,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const TOPIC_HUBS: &str = "sosna/hubs/1";
 /// Miners' questions and verdicts about hubs.
 pub const TOPIC_REPUTATION: &str = "sosna/reputation/1";
-/// Signed OTA rollout notices (no message defined yet; subscribed so the topic exists).
+/// Signed OTA rollout notices from operators, and nodes' update reports.
 pub const TOPIC_UPDATES: &str = "sosna/updates/1";
 /// Direct request-response traffic; not a gossip topic, but envelopes name it all the same.
 pub const TOPIC_RPC: &str = "sosna/rpc/1";
@@ -246,6 +246,65 @@ pub enum Response {
     Job(JobStatus),
 }
 
+/// Most waves one rollout may have.
+pub const MAX_WAVES: usize = 16;
+
+/// One wave of a rollout: from `start_ms` on, nodes whose stable position in the fleet
+/// (0..100) is below `percent` take the update. Percentages are cumulative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wave {
+    pub percent: u8,
+    pub start_ms: u64,
+}
+
+/// An operator telling the fleet to update (DESIGN §5). Nodes act only on notices whose
+/// envelope signer is one of their configured operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutNotice {
+    /// The release the bundle installs.
+    pub version: String,
+    /// Where nodes download the bundle (http or https).
+    pub url: String,
+    /// The bundle's sha256 and size: checked before anything is installed.
+    pub sha256: alloy_primitives::B256,
+    pub size: u64,
+    pub waves: Vec<Wave>,
+    /// The operator stopped the rollout: nodes that have not started do not.
+    pub halted: bool,
+    /// Orders notices: a node keeps the newest it saw.
+    pub issued_ms: u64,
+}
+
+/// Where a node stands with updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateState {
+    /// Running its version; no rollout for it.
+    Idle,
+    /// A rollout exists; this node's wave has not started (or it was halted).
+    Waiting,
+    /// Downloading and installing the bundle.
+    Installing,
+    /// Installed; rebooting into it.
+    Rebooting,
+    /// Running the rollout's version, health-checked and marked good.
+    Good,
+    Failed,
+}
+
+/// A node's report on `sosna/updates/1`, on every change and periodically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateReport {
+    /// The version this node runs.
+    pub running: String,
+    /// The version of the rollout it follows; empty if none.
+    pub target: String,
+    pub state: UpdateState,
+    /// The booted slot and the other slot's state, as RAUC sees them.
+    pub slot: String,
+    pub detail: String,
+}
+
 /// Every message an envelope may carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -254,6 +313,8 @@ pub enum Message {
     HubVerdict(HubVerdict),
     Request(Request),
     Response(Response),
+    RolloutNotice(RolloutNotice),
+    UpdateReport(UpdateReport),
 }
 
 impl Message {
@@ -263,6 +324,7 @@ impl Message {
             Message::HubAnnouncement(_) => TOPIC_HUBS,
             Message::HubQuestion(_) | Message::HubVerdict(_) => TOPIC_REPUTATION,
             Message::Request(_) | Message::Response(_) => TOPIC_RPC,
+            Message::RolloutNotice(_) | Message::UpdateReport(_) => TOPIC_UPDATES,
         }
     }
 
@@ -273,6 +335,8 @@ impl Message {
             Message::HubVerdict(_) => "HubVerdict",
             Message::Request(_) => "Request",
             Message::Response(_) => "Response",
+            Message::RolloutNotice(_) => "RolloutNotice",
+            Message::UpdateReport(_) => "UpdateReport",
         }
     }
 
@@ -348,6 +412,33 @@ impl Message {
                 }
                 TaskOutcome::Failed(why) => check_text("failure", why),
             },
+            Message::RolloutNotice(n) => {
+                check_text("version", &n.version)?;
+                check_text("url", &n.url)?;
+                if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+                    return Err(format!("bundle url {:?} is not http(s)", n.url));
+                }
+                if n.size == 0 || n.sha256.is_zero() {
+                    return Err("notice without the bundle's size and sha256".into());
+                }
+                if n.waves.is_empty() || n.waves.len() > MAX_WAVES {
+                    return Err(format!("{} waves (1..={MAX_WAVES})", n.waves.len()));
+                }
+                let ordered = n
+                    .waves
+                    .windows(2)
+                    .all(|w| w[0].percent <= w[1].percent && w[0].start_ms <= w[1].start_ms);
+                if !ordered || n.waves.iter().any(|w| w.percent > 100) {
+                    return Err("waves must grow in percent (at most 100) and start time".into());
+                }
+                Ok(())
+            }
+            Message::UpdateReport(r) => {
+                check_text("running", &r.running)?;
+                check_text("target", &r.target)?;
+                check_text("slot", &r.slot)?;
+                check_text("detail", &r.detail)
+            }
             Message::Request(Request::Submit(j)) => {
                 if j.spec.len() > MAX_SPEC {
                     return Err(format!("task spec longer than {MAX_SPEC} bytes"));

@@ -68,6 +68,19 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
         .expect("identity loader does not panic")?;
     let (bus, events) = swarm::spawn(&identity, cfg.swarm())?;
     let (stop, stop_rx) = watch::channel(false);
+    let events = if config.rollout.enabled() {
+        let (updates, events) = split_updates(events);
+        tokio::spawn(crate::rollout::run(
+            bus.clone(),
+            updates,
+            config.rollout.settings(),
+            crate::rollout::system_updater(),
+            stop_rx.clone(),
+        ));
+        events
+    } else {
+        events
+    };
     let deployment = if config.chain.enabled() {
         Some(sosna_contracts::Deployment::from_path(
             &config.chain.deployment,
@@ -157,6 +170,33 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
         identity.address()
     );
     Ok(Running { stop, task })
+}
+
+/// Splits `sosna/updates/1` messages off the swarm's events, for the rollout task; the
+/// rest go on to the role. A full rollout queue drops notices: they are repeated.
+fn split_updates(
+    mut events: tokio::sync::mpsc::Receiver<BusEvent>,
+) -> (
+    tokio::sync::mpsc::Receiver<envelope::Verified>,
+    tokio::sync::mpsc::Receiver<BusEvent>,
+) {
+    let (updates_tx, updates) = tokio::sync::mpsc::channel(64);
+    let (role_tx, role) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                BusEvent::Message(v) if v.topic == messages::TOPIC_UPDATES => {
+                    let _ = updates_tx.try_send(v);
+                }
+                other => {
+                    if role_tx.send(other).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    (updates, role)
 }
 
 /// What the market side of a role needs: where the chain is and the node's key.
