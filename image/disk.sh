@@ -3,8 +3,17 @@
 #   OUT/disk.img   ESP (systemd-boot, one UKI per slot, sosna/config.toml),
 #                  root-a and root-b (erofs + dm-verity tree), state (ext4)
 #   OUT/disk.img.xz and a disk_* section in OUT/manifest.txt
+#   OUT/sosna-VERSION.raucb  the signed RAUC bundle that updates a device to this build
 # Usage: image/disk.sh OUT KERNEL_ROOT RELEASE AGENT
-# Reproducible: every UUID, salt and timestamp is fixed or derived from the content.
+# Reproducible: every UUID, salt and timestamp is fixed or derived from the content (the
+# bundle's signature is not: it carries its signing time).
+# Environment (OTA, see README "Over-the-air updates"):
+#   SOSNA_IMAGE_VERSION  release string (default: the workspace version)
+#   SOSNA_OTA_KEYRING, SOSNA_OTA_CERT, SOSNA_OTA_KEY  the CA the image trusts and the
+#       bundle signer; default a test CA made once in target/ota-ca
+#   SOSNA_OTA_UNTRUSTED=1  also sign the bundle with another, untrusted test CA (tests)
+#   SOSNA_HEALTH_FAIL=1    the image fails its post-boot health check (tests)
+#   SOSNA_BUNDLE_ONLY=1    stop after the bundle (no disk.img)
 set -euo pipefail
 
 out=$1 kroot=$2 release=$3 agent=$4
@@ -29,9 +38,23 @@ uuid_of() {
 disk_guid=$(uuid_of disk) esp_uuid=$(uuid_of esp) state_uuid=$(uuid_of state)
 root_a_uuid=$(uuid_of root-a) root_b_uuid=$(uuid_of root-b)
 
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+version=${SOSNA_IMAGE_VERSION:-$(awk -F'"' '/^version/ {print $2; exit}' "$root/Cargo.toml")}
+ca_dir=$root/target/ota-ca
+if [ -z "${SOSNA_OTA_KEYRING:-}" ]; then
+  "$here/test-ca.sh" "$ca_dir" "sosna test"
+fi
+keyring=${SOSNA_OTA_KEYRING:-$ca_dir/ca.cert.pem}
+cert=${SOSNA_OTA_CERT:-$ca_dir/signing.cert.pem}
+key=${SOSNA_OTA_KEY:-$ca_dir/signing.key.pem}
+
 work=$out/disk.work
 rm -rf "$work" && mkdir -p "$work"
 step() { printf '\n== disk: %s\n' "$*" >&2; }
+
+step "OTA: rauc, dbus-daemon, their configuration"
+"$here/ota.sh" "$out/rootfs" "$version" "$keyring"
 
 step "root filesystem (erofs) + dm-verity"
 tree_hash=$(cd "$out/rootfs" && find . -print0 | LC_ALL=C sort -z |
@@ -58,10 +81,10 @@ base="console=tty0 console=ttyS0 quiet mitigations=off cryptomgr.notests panic=-
 base+=" sosna.config=/boot/sosna/config.toml sosna.fatal_delay=3"
 base+=" sosna.roothash=$roothash sosna.salt=$salt sosna.data_blocks=$data_blocks"
 base+=" sosna.state=PARTUUID=$state_uuid sosna.esp=PARTUUID=$esp_uuid"
-version=$(awk -F'"' '/^version/ {print $2; exit}' "$(dirname "$0")/../Cargo.toml")
 uki() { # slot partuuid out
   local slot=$1 uuid=$2 file=$3
-  printf '%s sosna.slot=%s sosna.root=PARTUUID=%s\n' "$base" "$slot" "$uuid" >"$work/cmdline-$slot"
+  # rauc.slot= tells RAUC which slot booted.
+  printf '%s sosna.slot=%s rauc.slot=%s sosna.root=PARTUUID=%s\n' "$base" "$slot" "$slot" "$uuid" >"$work/cmdline-$slot"
   # No ID/IMAGE_ID: systemd-boot then orders entries by file name (see agent/src/bootslot.rs).
   printf 'PRETTY_NAME="sosna %s (slot %s)"\nVERSION_ID=%s\n' "$version" "${slot^^}" "$version" >"$work/osrel-$slot"
   objcopy \
@@ -82,6 +105,38 @@ pe_pin() {
 }
 uki a "$root_a_uuid" "$work/sosna-1-a.efi"
 uki b "$root_b_uuid" "$work/sosna-0-b.efi"
+
+step "RAUC bundle"
+# One RAUC image, the root (erofs + verity tree) written raw into the other slot; the
+# UKIs ride along as plain bundle files that the agent's post-install handler puts on the
+# ESP (agent/src/ota/mod.rs says why). The verity bundle format covers all of it.
+bundle_dir=$work/bundle
+mkdir -p "$bundle_dir"
+ln "$work/root.img" "$bundle_dir/root.img"
+cp "$work/sosna-1-a.efi" "$bundle_dir/uki-a.efi"
+cp "$work/sosna-0-b.efi" "$bundle_dir/uki-b.efi"
+printf '[update]\ncompatible=sosna-x86_64\nversion=%s\nbuild=%s\n\n[bundle]\nformat=verity\n\n[image.rootfs]\nfilename=root.img\n' \
+  "$version" "$roothash" >"$bundle_dir/manifest.raucm"
+sign() { # cert key out
+  rm -f "$3"
+  rauc bundle --cert="$1" --key="$2" "$bundle_dir" "$3" 2>&1 | grep -v '^Creating bundle' >&2 || true
+  [ -f "$3" ] || { echo "disk: rauc bundle failed for $3" >&2; exit 1; }
+}
+bundle=$out/sosna-$version.raucb
+sign "$cert" "$key" "$bundle"
+if [ "${SOSNA_OTA_UNTRUSTED:-0}" = 1 ]; then
+  "$here/test-ca.sh" "$root/target/ota-ca-untrusted" "untrusted test"
+  sign "$root/target/ota-ca-untrusted/signing.cert.pem" "$root/target/ota-ca-untrusted/signing.key.pem" \
+    "$out/sosna-$version-untrusted.raucb"
+fi
+sed -i '/^bundle_/d' "$out/manifest.txt"
+printf 'bundle_version=%s\nbundle_file=%s\nbundle_bytes=%s\n' \
+  "$version" "$(basename "$bundle")" "$(stat -c %s "$bundle")" >>"$out/manifest.txt"
+if [ "${SOSNA_BUNDLE_ONLY:-0}" = 1 ]; then
+  rm -rf "$work" "$out/rootfs" "$out/initramfs-disk.cpio"
+  echo "disk: bundle $bundle ($(stat -c %s "$bundle") bytes); no disk image (SOSNA_BUNDLE_ONLY)" >&2
+  exit 0
+fi
 
 step "ESP (FAT32)"
 esp=$work/esp.img

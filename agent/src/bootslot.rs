@@ -8,7 +8,8 @@
 //! `+left-done` counter it renames the file one try down; an entry at `+0-…` is "bad" and
 //! sorts last, so the other slot boots. A "good" entry has no counter.
 //!
-//! This is what RAUC's `custom` boot backend will drive (primary = rank, state = counter).
+//! RAUC's `custom` boot backend (`crate::ota::backend`) drives these files through
+//! [`primary`], [`set_primary`] and [`set_state`]: primary = rank, state = counter.
 
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,69 @@ pub fn mark_bad(esp: &Path, slot: char) -> Result<String, BootSlotError> {
     Ok(to_name)
 }
 
+/// Tries a newly installed slot gets before systemd-boot gives up on it.
+pub const TRIES: u32 = 3;
+
+/// The entry systemd-boot would boot: not bad first, then the highest rank, then the
+/// highest slot letter (its version compare of the names without counters).
+pub fn primary(entries: &[(String, Entry)]) -> Option<&Entry> {
+    entries
+        .iter()
+        .map(|(_, e)| e)
+        .max_by_key(|e| (!e.is_bad(), e.rank, e.slot))
+}
+
+fn rename(esp: &Path, from: &str, to: &str) -> Result<(), BootSlotError> {
+    if from == to {
+        return Ok(());
+    }
+    let dir = esp.join(ENTRY_DIR);
+    let (from, to) = (dir.join(from), dir.join(to));
+    std::fs::rename(&from, &to).map_err(|source| BootSlotError::Rename { from, to, source })
+}
+
+/// Makes `slot` the one to boot next, on trial: rank 1 with [`TRIES`] tries; every other
+/// entry drops to rank 0 (keeping its state). The others are demoted first, so a crash
+/// half-way leaves no two entries at rank 1.
+pub fn set_primary(esp: &Path, slot: char) -> Result<String, BootSlotError> {
+    let all = entries(esp)?;
+    let (name, _) = all
+        .iter()
+        .find(|(_, e)| e.slot == slot)
+        .ok_or(BootSlotError::NoEntry(slot))?;
+    for (other_name, other) in all.iter().filter(|(_, e)| e.slot != slot) {
+        let demoted = Entry {
+            rank: 0,
+            ..other.clone()
+        };
+        rename(esp, other_name, &demoted.file_name())?;
+    }
+    let promoted = Entry {
+        rank: 1,
+        slot,
+        tries: Some((TRIES, 0)),
+    };
+    let to = promoted.file_name();
+    rename(esp, name, &to)?;
+    Ok(to)
+}
+
+/// Marks `slot` good (drops its counter: systemd-boot stops counting) or bad (no tries
+/// left: it sorts last). Returns the new file name.
+pub fn set_state(esp: &Path, slot: char, good: bool) -> Result<String, BootSlotError> {
+    if !good {
+        return mark_bad(esp, slot);
+    }
+    let (name, mut entry) = entries(esp)?
+        .into_iter()
+        .find(|(_, e)| e.slot == slot)
+        .ok_or(BootSlotError::NoEntry(slot))?;
+    entry.tries = None;
+    let to = entry.file_name();
+    rename(esp, &name, &to)?;
+    Ok(to)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +228,44 @@ mod tests {
         );
         let err = mark_bad(esp.path(), 'c').unwrap_err();
         assert_eq!(err.to_string(), "no boot entry for slot c in EFI/Linux");
+    }
+
+    fn names(esp: &Path) -> Vec<String> {
+        entries(esp).unwrap().into_iter().map(|(n, _)| n).collect()
+    }
+
+    #[test]
+    fn primary_is_what_systemd_boot_picks() {
+        let parse = |names: &[&str]| -> Vec<(String, Entry)> {
+            names
+                .iter()
+                .map(|n| (n.to_string(), Entry::parse(n).unwrap()))
+                .collect()
+        };
+        let slot = |names: &[&str]| primary(&parse(names)).map(|e| e.slot);
+        assert_eq!(slot(&["sosna-0-b.efi", "sosna-1-a.efi"]), Some('a'));
+        assert_eq!(slot(&["sosna-0-a.efi", "sosna-1-b+2-1.efi"]), Some('b'));
+        assert_eq!(slot(&["sosna-0-a.efi", "sosna-1-b+0-3.efi"]), Some('a'));
+        assert_eq!(slot(&[]), None);
+    }
+
+    /// The life of an update: RAUC marks the target bad, writes it, makes it primary;
+    /// the new slot proves itself and is marked good.
+    #[test]
+    fn an_update_moves_through_the_names() {
+        let esp = tempfile::tempdir().unwrap();
+        let dir = esp.path().join(ENTRY_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sosna-1-a.efi"), "a").unwrap();
+        std::fs::write(dir.join("sosna-0-b.efi"), "b").unwrap();
+        set_state(esp.path(), 'b', false).unwrap();
+        assert_eq!(names(esp.path()), ["sosna-0-b+0-1.efi", "sosna-1-a.efi"]);
+        assert_eq!(set_primary(esp.path(), 'b').unwrap(), "sosna-1-b+3-0.efi");
+        assert_eq!(names(esp.path()), ["sosna-0-a.efi", "sosna-1-b+3-0.efi"]);
+        let all = entries(esp.path()).unwrap();
+        assert_eq!(primary(&all).unwrap().slot, 'b');
+        assert_eq!(set_state(esp.path(), 'b', true).unwrap(), "sosna-1-b.efi");
+        assert_eq!(names(esp.path()), ["sosna-0-a.efi", "sosna-1-b.efi"]);
+        assert!(set_primary(esp.path(), 'c').is_err());
     }
 }

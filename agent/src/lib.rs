@@ -22,6 +22,7 @@ pub mod market;
 pub mod mounts;
 pub mod net;
 pub mod node;
+pub mod ota;
 pub mod power;
 pub mod power_button;
 pub mod reaper;

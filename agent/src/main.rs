@@ -147,6 +147,20 @@ enum Command {
         /// The whole device to overwrite, e.g. /dev/sdb (everything on it is lost).
         device: PathBuf,
     },
+    /// Over-the-air updates of the disk image (through RAUC).
+    Update {
+        #[command(subcommand)]
+        action: UpdateAction,
+    },
+    /// (internal) RAUC's custom boot backend; RAUC runs it as `rauc-backend`.
+    #[command(hide = true)]
+    RaucBackend {
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// (internal) RAUC's post-install handler; RAUC runs it as `rauc-post-install`.
+    #[command(hide = true)]
+    RaucPostInstall,
     /// Ask PID 1 (on the sosna image) to power off.
     Poweroff,
     /// Ask PID 1 (on the sosna image) to reboot.
@@ -241,6 +255,34 @@ enum HubAction {
 }
 
 #[derive(Subcommand)]
+enum UpdateAction {
+    /// Install a signed RAUC bundle into the other slot (a path, or an http:// URL that
+    /// is downloaded with resume); the next boot tries it.
+    Install {
+        bundle: String,
+        /// Expected sha256 of the bundle (hex).
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Do nothing if this bundle (by sha256) was installed before.
+        #[arg(long)]
+        once: bool,
+        /// Reboot into the new slot once installed.
+        #[arg(long, conflicts_with = "poweroff")]
+        reboot: bool,
+        /// Power off once installed.
+        #[arg(long)]
+        poweroff: bool,
+    },
+    /// Show this image's version and the slots as RAUC sees them.
+    Status,
+    /// Mark the booted slot good (keep it) or bad (fall back on the next boot).
+    Mark {
+        #[arg(value_parser = ["good", "bad"])]
+        state: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigAction {
     /// Validate a provisioning file; errors name the bad field.
     Check { file: PathBuf },
@@ -253,7 +295,19 @@ fn main() -> anyhow::Result<()> {
         // The kernel passes unknown boot words as arguments; PID 1 ignores argv.
         sosna_agent::init::run();
     }
-    match Cli::parse().command {
+    // RAUC runs this binary through symlinks named after its handler roles.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let role = std::path::Path::new(&argv0).file_name();
+    let command = if role == Some("rauc-backend".as_ref()) {
+        Command::RaucBackend {
+            args: std::env::args().skip(1).collect(),
+        }
+    } else if role == Some("rauc-post-install".as_ref()) {
+        Command::RaucPostInstall
+    } else {
+        Cli::parse().command
+    };
+    match command {
         Command::Daemon { config, role } => {
             let mut cfg = Config::load(&config)?;
             if let Some(role) = role {
@@ -394,6 +448,46 @@ fn main() -> anyhow::Result<()> {
         Command::Flash { image, device } => flash(&image, &device)?,
         Command::Poweroff => ask_init(PowerRequest::Poweroff)?,
         Command::Reboot => ask_init(PowerRequest::Reboot)?,
+        Command::Update { action } => update(action)?,
+        Command::RaucBackend { args } => {
+            use sosna_agent::ota::backend;
+            let op = backend::Op::parse(&args)?;
+            let esp = std::path::Path::new(sosna_agent::ota::ESP);
+            if let Some(out) = backend::run(esp, &op).with_context(|| format!("{args:?}"))? {
+                println!("{out}");
+            }
+        }
+        Command::RaucPostInstall => {
+            let esp = std::path::Path::new(sosna_agent::ota::ESP);
+            sosna_agent::ota::backend::post_install(esp, &|k| std::env::var(k).ok())?;
+        }
+    }
+    Ok(())
+}
+
+fn update(action: UpdateAction) -> anyhow::Result<()> {
+    use sosna_agent::ota::cli;
+    match action {
+        UpdateAction::Install {
+            bundle,
+            sha256,
+            once,
+            reboot,
+            poweroff,
+        } => {
+            let done = cli::install(&bundle, sha256.as_deref(), once).await_blocking()?;
+            if matches!(done, cli::Installed::Done { .. }) {
+                if reboot {
+                    ask_init(PowerRequest::Reboot)?;
+                } else if poweroff {
+                    ask_init(PowerRequest::Poweroff)?;
+                }
+            }
+        }
+        UpdateAction::Status => print!("{}", cli::status().await_blocking()?),
+        UpdateAction::Mark { state } => {
+            println!("{}", cli::mark(state == "good").await_blocking()?)
+        }
     }
     Ok(())
 }

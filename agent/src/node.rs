@@ -40,6 +40,9 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
         .then(|| start_runtime(config, &reaper))
         .flatten();
     let supervisor = Supervisor::start(&reaper, &config.services, grace);
+    // The disk image's update path: dbus-daemon and RAUC (absent on the fast-path image).
+    let ota = (mode == Mode::Init && crate::ota::present())
+        .then(|| crate::ota::services::OtaServices::start(&reaper, grace));
     // The runtime, if any, is the slave's `node` service.
     let node_service = runtime.iter().map(|rt| {
         let apps = crate::runtime::apps::RuntimeApps::new(rt.clone());
@@ -49,6 +52,9 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
     let slave = crate::slave::start_for(config, node_service.collect()).await;
     let bus = crate::bus::start_if_enabled(config, runtime.clone());
     println!("{}", status::ready_line());
+    if ota.is_some() {
+        tokio::spawn(crate::ota::health::after_boot(runtime.clone()));
+    }
     if mode == Mode::Init {
         // Each module costs a signature check; those not needed for READY load after it.
         let loader = std::thread::Builder::new().name("modules".into());
@@ -69,6 +75,9 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
         bus.stop().await;
     }
     supervisor.stop().await;
+    if let Some(ota) = ota {
+        ota.stop().await;
+    }
     let _ = stop_reaper.send(true);
     let _ = reaper_task.await;
     Ok(req)

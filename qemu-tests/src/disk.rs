@@ -126,6 +126,47 @@ impl DiskCopy {
     }
 }
 
+impl DiskCopy {
+    /// A file on the ESP (read with mtools from the disk copy), e.g. `sosna/config.toml`.
+    pub fn esp_read(&self, esp_offset: u64, path: &str) -> Result<String, HarnessError> {
+        let out = Command::new("mtype")
+            .arg("-i")
+            .arg(format!("{}@@{esp_offset}", self.disk.display()))
+            .arg(format!("::{path}"))
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .map_err(io("run mtype (mtools)"))?;
+        if !out.status.success() {
+            return Err(HarnessError::Io {
+                what: format!("mtype ::{path}"),
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Replaces a file on the ESP, as a user editing the provisioning file would.
+    pub fn esp_write(&self, esp_offset: u64, path: &str, text: &str) -> Result<(), HarnessError> {
+        let local = self.dir.path().join("esp-file");
+        std::fs::write(&local, text).map_err(io("write esp-file"))?;
+        let status = Command::new("mcopy")
+            .args(["-o", "-i"])
+            .arg(format!("{}@@{esp_offset}", self.disk.display()))
+            .arg(&local)
+            .arg(format!("::{path}"))
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .status()
+            .map_err(io("run mcopy (mtools)"))?;
+        if !status.success() {
+            return Err(HarnessError::Io {
+                what: format!("mcopy ::{path}"),
+                source: std::io::Error::other(format!("mcopy {status}")),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A PC (OVMF, virtio disk, user network) booting a [`DiskCopy`]. Reboots stay in the same
 /// qemu process; dropping it kills qemu, and a failing test gets the console dumped.
 pub struct DiskVm {
@@ -211,6 +252,60 @@ impl DiskVm {
             }
             let wait = (deadline - now).min(Duration::from_millis(100));
             text = cvar.wait_timeout(text, wait).unwrap().0;
+        }
+    }
+
+    /// Waits until `n` complete console lines contain `needle` (counting every boot so
+    /// far); returns the last of them.
+    pub fn wait_for_nth(
+        &mut self,
+        needle: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<String, HarnessError> {
+        let what = format!("{needle:?} {n} times on the console");
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.console;
+        let mut text = lock.lock().unwrap();
+        loop {
+            let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            if let Some(line) = complete.lines().filter(|l| l.contains(needle)).nth(n - 1) {
+                return Ok(line.to_owned());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if self.pumps_done.load(Ordering::Acquire) >= 2 {
+                    return Err(HarnessError::Exited { what, status });
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(HarnessError::Timeout {
+                    what,
+                    after: timeout,
+                });
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            text = cvar.wait_timeout(text, wait).unwrap().0;
+        }
+    }
+
+    /// Waits for qemu to exit by itself (the guest powered off).
+    pub fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(io("wait for qemu"))? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout {
+                    what: "qemu to exit".into(),
+                    after: timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

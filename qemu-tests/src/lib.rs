@@ -16,6 +16,7 @@ use sosna_image::cpio::CpioWriter;
 
 pub mod disk;
 pub mod fleet;
+pub mod ota;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
