@@ -8,6 +8,7 @@
 //! threshold read. The publisher's side is [`publish`].
 
 pub mod publish;
+mod rauc;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -94,9 +95,13 @@ pub trait Updater: Send + Sync {
     fn install(&self, notice: &RolloutNotice) -> InstallFuture;
 }
 
-/// How this image updates itself.
+/// How this node updates itself: through RAUC on the disk image, not at all elsewhere.
 pub fn system_updater() -> Arc<dyn Updater> {
-    Arc::new(Unsupported)
+    if crate::ota::present() && std::process::id() == 1 {
+        Arc::new(rauc::Rauc)
+    } else {
+        Arc::new(Unsupported)
+    }
 }
 
 /// An image that cannot update itself: every install fails, saying so.
