@@ -60,6 +60,8 @@ pub struct Config {
     pub chain: crate::chain::ChainConfig,
     /// The P2P bus: discovery, hub announcements, the miners' trust flow.
     pub bus: crate::bus::BusConfig,
+    /// Which operators' signed OTA rollouts this node follows.
+    pub rollout: crate::rollout::RolloutConfig,
     /// Helper daemons the agent starts and supervises, in order.
     #[serde(rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -78,6 +80,7 @@ impl Default for Config {
             slave: SlaveConfig::default(),
             chain: crate::chain::ChainConfig::default(),
             bus: crate::bus::BusConfig::default(),
+            rollout: crate::rollout::RolloutConfig::default(),
             services: Vec::new(),
         }
     }
@@ -415,6 +418,9 @@ impl Config {
             .map_err(|(field, reason)| invalid(field, reason))?;
         self.bus
             .validate(self.role == Role::Hub)
+            .map_err(|(field, reason)| invalid(field, reason))?;
+        self.rollout
+            .validate()
             .map_err(|(field, reason)| invalid(field, reason))?;
         let mut names = std::collections::HashSet::new();
         for svc in &self.services {

@@ -26,6 +26,7 @@ pub mod ota;
 pub mod power;
 pub mod power_button;
 pub mod reaper;
+pub mod rollout;
 pub mod runtime;
 pub mod shutdown;
 pub mod slave;

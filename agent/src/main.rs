@@ -1,5 +1,8 @@
 //! The `sosna` binary. As PID 1 it is the image's init; otherwise a CLI and host daemon.
 
+mod fleet_cli;
+mod market_cli;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -122,6 +125,20 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Hub operators: create this node's HubWallet.
+    Hub {
+        #[command(subcommand)]
+        action: HubAction,
+    },
+    /// Buy a task run: escrow the price on the Market naming a hub, hand the hub the task,
+    /// follow it, check the result against the digest committed on chain, and confirm.
+    /// Prints the task's stdout; exits with its exit code.
+    Buy(market_cli::BuyArgs),
+    /// Fleet operators: OTA rollouts over the bus.
+    Fleet {
+        #[command(subcommand)]
+        action: FleetAction,
+    },
     /// Write a disk image to a block device (or file) and verify it by reading it back.
     /// Refuses a device that is mounted, holds the running system or is otherwise in use.
     Flash {
@@ -219,6 +236,22 @@ fn parse_size(s: &str) -> Result<u64, String> {
 fn parse_restart(s: &str) -> Result<Restart, String> {
     serde_json::from_value(serde_json::Value::String(s.into()))
         .map_err(|_| format!("{s:?}: expected never, on-failure or always"))
+}
+
+#[derive(Subcommand)]
+enum FleetAction {
+    /// Sign a rollout notice for a bundle and publish it on sosna/updates/1 in waves,
+    /// following the nodes' reports; halts past the failure threshold.
+    Publish(fleet_cli::PublishArgs),
+    /// Listen for the nodes' update reports and print versions and slot states.
+    Status(fleet_cli::StatusArgs),
+}
+
+#[derive(Subcommand)]
+enum HubAction {
+    /// Create a HubWallet owned by this node's key through the HubFactory (which lists it
+    /// in the Whitelist), fund it with a deposit, and print its address.
+    Register(market_cli::RegisterArgs),
 }
 
 #[derive(Subcommand)]
@@ -399,6 +432,19 @@ fn main() -> anyhow::Result<()> {
             let id = Identity::load_or_create(&state).context("bus identity")?;
             println!("peer_id {}\naddress {}", id.peer_id(), id.address());
         }
+        Command::Hub {
+            action: HubAction::Register(args),
+        } => market_cli::register(args).await_blocking()?,
+        Command::Buy(args) => {
+            sosna_agent::logging::init("warn");
+            std::process::exit(market_cli::buy(args).await_blocking()?)
+        }
+        Command::Fleet {
+            action: FleetAction::Publish(args),
+        } => std::process::exit(fleet_cli::publish(args).await_blocking()?),
+        Command::Fleet {
+            action: FleetAction::Status(args),
+        } => fleet_cli::status(args).await_blocking()?,
         Command::Flash { image, device } => flash(&image, &device)?,
         Command::Poweroff => ask_init(PowerRequest::Poweroff)?,
         Command::Reboot => ask_init(PowerRequest::Reboot)?,

@@ -4,78 +4,11 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::fixture;
 use sosna_agent::market::work::{execute, WorkError};
-use sosna_agent::reaper::Reaper;
-use sosna_agent::runtime::build::{self, busybox_layer, Image};
-use sosna_agent::runtime::registry::LocalRegistry;
 use sosna_agent::runtime::task::TaskSpec;
-use sosna_agent::runtime::{pull, Runtime, RuntimeConfig};
-
-/// One fixture at a time: each has its own reaper, and two reapers in one process would
-/// reap each other's shims.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A runtime with a busybox image pushed to a local registry; `None` without root.
-struct Fixture {
-    _serial: tokio::sync::MutexGuard<'static, ()>,
-    _dir: tempfile::TempDir,
-    _registry: LocalRegistry,
-    registry_host: String,
-    reference: String,
-    rt: Runtime,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-async fn fixture() -> Option<Fixture> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: container tests need root");
-        return None;
-    }
-    let serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let registry = LocalRegistry::start(&dir.path().join("registry")).unwrap();
-    let reference = format!("{}/busybox:task", registry.host());
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static (./dev deps)");
-    let applets = ["sh", "echo", "seq", "wc", "yes", "head", "sleep"];
-    let (layer, diff) = busybox_layer(busybox, &applets).finish();
-    let image = Image {
-        arch: pull::host_arch().into(),
-        layers: vec![(layer, diff)],
-        cmd: vec!["/bin/sh".into()],
-        env: vec![],
-    };
-    build::push(
-        &pull::client(&[registry.host()]).unwrap(),
-        &reference,
-        &[image],
-    )
-    .await
-    .unwrap();
-    let reaper = Reaper::new();
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(reaper.clone().run(stop_rx));
-    let rt = Runtime::open(
-        RuntimeConfig {
-            root: dir.path().join("runtime"),
-            run_dir: dir.path().join("run"),
-            shim_exe: env!("CARGO_BIN_EXE_sosna").into(),
-            insecure_registries: vec![registry.host()],
-            log_cap_bytes: 4096,
-            arch: pull::host_arch().into(),
-        },
-        reaper,
-    )
-    .unwrap();
-    Some(Fixture {
-        _serial: serial,
-        _dir: dir,
-        registry_host: registry.host(),
-        _registry: registry,
-        reference,
-        rt,
-        _stop: stop,
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_tasks_run_into_bundles_replicas_can_compare() {

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use sosna_image::cpio::CpioWriter;
 
 pub mod disk;
+pub mod fleet;
 pub mod ota;
 
 #[derive(Debug, thiserror::Error)]

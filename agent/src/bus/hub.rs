@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::envelope::now_ms;
 use super::messages::{Agreement, HubAnnouncement, HubMetadata, Message, Request, Response};
 use super::swarm::{Bus, BusEvent};
+use crate::market::desk::Desk;
 use crate::market::dispatch::Dispatcher;
 
 #[derive(Debug, Clone)]
@@ -36,9 +37,21 @@ pub async fn run(
 /// [`run`], telling `dispatcher` who joined and handing it the miners' reports.
 pub async fn run_with_dispatcher(
     bus: Bus,
+    events: mpsc::Receiver<BusEvent>,
+    settings: HubSettings,
+    dispatcher: Option<Dispatcher>,
+    stop: watch::Receiver<bool>,
+) {
+    run_with_desk(bus, events, settings, dispatcher, None, stop).await
+}
+
+/// [`run_with_dispatcher`], also taking buyers' jobs at `desk`.
+pub async fn run_with_desk(
+    bus: Bus,
     mut events: mpsc::Receiver<BusEvent>,
     settings: HubSettings,
     dispatcher: Option<Dispatcher>,
+    desk: Option<Desk>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(settings.interval);
@@ -49,6 +62,17 @@ pub async fn run_with_dispatcher(
             _ = ticker.tick() => announce(&bus, &settings).await,
             event = events.recv() => match event {
                 Some(BusEvent::Request(r)) => {
+                    if let (Request::Submit(job), Some(desk)) = (&r.request, &desk) {
+                        // Checking the deal reads the chain: answer from a task of its own.
+                        let (desk, bus, job, from) = (desk.clone(), bus.clone(), job.clone(), r.from);
+                        tokio::spawn(async move {
+                            let response = desk.submit(from, job).await;
+                            if let Err(e) = bus.respond(r.channel, response).await {
+                                tracing::debug!("bus: responding: {e}");
+                            }
+                        });
+                        continue;
+                    }
                     let response = match r.request {
                         Request::HubMetadata => Response::HubMetadata(metadata(&bus, &settings).await),
                         Request::Join { miner } => {
@@ -68,6 +92,13 @@ pub async fn run_with_dispatcher(
                         Request::Report(report) => match &dispatcher {
                             Some(d) => d.on_report(r.from, report),
                             None => Response::Refused("no task of this hub".into()),
+                        },
+                        Request::Submit(_) => {
+                            Response::Refused("this hub takes no deals (no chain configured)".into())
+                        }
+                        Request::Job { deal } => match &desk {
+                            Some(desk) => desk.status(r.from, deal),
+                            None => Response::Refused("this hub takes no deals".into()),
                         },
                     };
                     if let Err(e) = bus.respond(r.channel, response).await {

@@ -3,14 +3,14 @@
 //! Everything here is encoded with msgpack inside a signed [`Envelope`](super::envelope);
 //! this module only knows shapes and the per-message sanity rules a receiver enforces.
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 
 /// Hub announcements.
 pub const TOPIC_HUBS: &str = "sosna/hubs/1";
 /// Miners' questions and verdicts about hubs.
 pub const TOPIC_REPUTATION: &str = "sosna/reputation/1";
-/// Signed OTA rollout notices (no message defined yet; subscribed so the topic exists).
+/// Signed OTA rollout notices from operators, and nodes' update reports.
 pub const TOPIC_UPDATES: &str = "sosna/updates/1";
 /// Direct request-response traffic; not a gossip topic, but envelopes name it all the same.
 pub const TOPIC_RPC: &str = "sosna/rpc/1";
@@ -128,6 +128,77 @@ pub struct TaskOffer {
 pub struct TaskReport {
     pub unit: alloy_primitives::B256,
     pub outcome: TaskOutcome,
+    /// Milliseconds the miner spent pulling the image and running the task (for the
+    /// hub's phase timings; not part of what is voted on).
+    #[serde(default)]
+    pub pull_ms: u64,
+    #[serde(default)]
+    pub run_ms: u64,
+}
+
+/// Most replicas a buyer may ask for.
+pub const MAX_REPLICAS: u16 = 16;
+
+/// A buyer handing a task to the hub named in a deal the buyer opened on the Market. The
+/// deal's terms travel along so the hub can check them with one `isOpen` call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSubmission {
+    pub deal: U256,
+    /// The deal's price in SNM wei, as opened.
+    pub price: U256,
+    /// The deal's deadline, unix seconds, as opened.
+    pub deadline: u64,
+    /// How many distinct miners run the task; a strict majority decides.
+    pub replicas: u16,
+    /// The [`TaskSpec`](crate::runtime::task::TaskSpec) as JSON.
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPhase {
+    /// Offered to miners and running.
+    Running,
+    /// Decided; the result is being committed and the miners paid on chain.
+    Settling,
+    /// Committed on chain; the result can be fetched and confirmed.
+    Done,
+    /// No result: see the detail. The hub releases the deal so the buyer is refunded.
+    Failed,
+}
+
+/// Milliseconds spent in each phase of a job, as the hub saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTimings {
+    /// Until the last of the first round of offers was accepted.
+    pub dispatch_ms: u64,
+    /// Slowest agreeing miner's image pull, and its run (overlapping the other phases:
+    /// miners start as soon as they take the offer).
+    pub pull_ms: u64,
+    pub run_ms: u64,
+    /// From the first result in to the decision: waiting for the replicas to agree,
+    /// signature checks, the vote.
+    pub verify_ms: u64,
+    /// Commit, payout and challenge transactions, confirmed.
+    pub settle_ms: u64,
+    /// Gas the hub's settlement transactions used.
+    pub settle_gas: u64,
+}
+
+/// Where a job stands; once `Done`, it carries the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub deal: U256,
+    pub phase: JobPhase,
+    /// What happened last, for people.
+    pub detail: String,
+    pub result: Option<crate::market::work::ResultBundle>,
+    /// Miners whose results agreed, and those outvoted.
+    pub agree: Vec<Address>,
+    pub disagree: Vec<Address>,
+    /// Settlement transactions: (what, hash).
+    pub txs: Vec<(String, alloy_primitives::B256)>,
+    pub timings: JobTimings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +224,12 @@ pub enum Request {
     },
     Offer(TaskOffer),
     Report(TaskReport),
+    /// Buyer → hub: run this task for this deal.
+    Submit(JobSubmission),
+    /// Buyer → hub: where does the job for this deal stand.
+    Job {
+        deal: U256,
+    },
 }
 
 /// Direct responses.
@@ -166,6 +243,66 @@ pub enum Response {
     Accepted,
     /// The hub recorded the report.
     Received,
+    Job(JobStatus),
+}
+
+/// Most waves one rollout may have.
+pub const MAX_WAVES: usize = 16;
+
+/// One wave of a rollout: from `start_ms` on, nodes whose stable position in the fleet
+/// (0..100) is below `percent` take the update. Percentages are cumulative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wave {
+    pub percent: u8,
+    pub start_ms: u64,
+}
+
+/// An operator telling the fleet to update (DESIGN §5). Nodes act only on notices whose
+/// envelope signer is one of their configured operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutNotice {
+    /// The release the bundle installs.
+    pub version: String,
+    /// Where nodes download the bundle (http or https).
+    pub url: String,
+    /// The bundle's sha256 and size: checked before anything is installed.
+    pub sha256: alloy_primitives::B256,
+    pub size: u64,
+    pub waves: Vec<Wave>,
+    /// The operator stopped the rollout: nodes that have not started do not.
+    pub halted: bool,
+    /// Orders notices: a node keeps the newest it saw.
+    pub issued_ms: u64,
+}
+
+/// Where a node stands with updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateState {
+    /// Running its version; no rollout for it.
+    Idle,
+    /// A rollout exists; this node's wave has not started (or it was halted).
+    Waiting,
+    /// Downloading and installing the bundle.
+    Installing,
+    /// Installed; rebooting into it.
+    Rebooting,
+    /// Running the rollout's version, health-checked and marked good.
+    Good,
+    Failed,
+}
+
+/// A node's report on `sosna/updates/1`, on every change and periodically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateReport {
+    /// The version this node runs.
+    pub running: String,
+    /// The version of the rollout it follows; empty if none.
+    pub target: String,
+    pub state: UpdateState,
+    /// The booted slot and the other slot's state, as RAUC sees them.
+    pub slot: String,
+    pub detail: String,
 }
 
 /// Every message an envelope may carry.
@@ -176,6 +313,8 @@ pub enum Message {
     HubVerdict(HubVerdict),
     Request(Request),
     Response(Response),
+    RolloutNotice(RolloutNotice),
+    UpdateReport(UpdateReport),
 }
 
 impl Message {
@@ -185,6 +324,7 @@ impl Message {
             Message::HubAnnouncement(_) => TOPIC_HUBS,
             Message::HubQuestion(_) | Message::HubVerdict(_) => TOPIC_REPUTATION,
             Message::Request(_) | Message::Response(_) => TOPIC_RPC,
+            Message::RolloutNotice(_) | Message::UpdateReport(_) => TOPIC_UPDATES,
         }
     }
 
@@ -195,6 +335,8 @@ impl Message {
             Message::HubVerdict(_) => "HubVerdict",
             Message::Request(_) => "Request",
             Message::Response(_) => "Response",
+            Message::RolloutNotice(_) => "RolloutNotice",
+            Message::UpdateReport(_) => "UpdateReport",
         }
     }
 
@@ -270,6 +412,59 @@ impl Message {
                 }
                 TaskOutcome::Failed(why) => check_text("failure", why),
             },
+            Message::RolloutNotice(n) => {
+                check_text("version", &n.version)?;
+                check_text("url", &n.url)?;
+                if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+                    return Err(format!("bundle url {:?} is not http(s)", n.url));
+                }
+                if n.size == 0 || n.sha256.is_zero() {
+                    return Err("notice without the bundle's size and sha256".into());
+                }
+                if n.waves.is_empty() || n.waves.len() > MAX_WAVES {
+                    return Err(format!("{} waves (1..={MAX_WAVES})", n.waves.len()));
+                }
+                let ordered = n
+                    .waves
+                    .windows(2)
+                    .all(|w| w[0].percent <= w[1].percent && w[0].start_ms <= w[1].start_ms);
+                if !ordered || n.waves.iter().any(|w| w.percent > 100) {
+                    return Err("waves must grow in percent (at most 100) and start time".into());
+                }
+                Ok(())
+            }
+            Message::UpdateReport(r) => {
+                check_text("running", &r.running)?;
+                check_text("target", &r.target)?;
+                check_text("slot", &r.slot)?;
+                check_text("detail", &r.detail)
+            }
+            Message::Request(Request::Submit(j)) => {
+                if j.spec.len() > MAX_SPEC {
+                    return Err(format!("task spec longer than {MAX_SPEC} bytes"));
+                }
+                if j.replicas == 0 || j.replicas > MAX_REPLICAS {
+                    return Err(format!(
+                        "{} replicas asked (1..={MAX_REPLICAS})",
+                        j.replicas
+                    ));
+                }
+                Ok(())
+            }
+            Message::Response(Response::Job(j)) => {
+                if j.result
+                    .as_ref()
+                    .is_some_and(|r| r.stdout.len() > MAX_RESULT)
+                {
+                    return Err(format!("result longer than {MAX_RESULT} bytes"));
+                }
+                if j.agree.len() + j.disagree.len() > usize::from(MAX_REPLICAS) * 2
+                    || j.txs.len() > 8
+                {
+                    return Err("job status lists too many miners or transactions".into());
+                }
+                check_text("detail", &j.detail)
+            }
             _ => Ok(()),
         }
     }

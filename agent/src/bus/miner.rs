@@ -406,10 +406,10 @@ impl Miner {
         };
         match self.bus.request(peer, addrs, request).await {
             Ok((from, Response::Joined(agreement))) if from == entry.owner => {
-                let name = entry.name.clone();
+                let why = format!("{} {:?}: {}", entry.name, entry.trust, entry.reason);
                 self.book.hubs.get_mut(&wallet).expect("chosen").agreement = Some(agreement);
                 self.book.set_joined(&wallet);
-                tracing::info!("bus: joined hub {wallet} ({name})");
+                tracing::info!("bus: joined hub {wallet} ({why})");
                 true
             }
             Ok((_, other)) => {

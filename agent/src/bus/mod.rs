@@ -68,6 +68,26 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
         .expect("identity loader does not panic")?;
     let (bus, events) = swarm::spawn(&identity, cfg.swarm())?;
     let (stop, stop_rx) = watch::channel(false);
+    let events = if config.rollout.enabled() {
+        let (updates, events) = split_updates(events);
+        tokio::spawn(crate::rollout::run(
+            bus.clone(),
+            updates,
+            config.rollout.settings(),
+            crate::rollout::system_updater(),
+            stop_rx.clone(),
+        ));
+        events
+    } else {
+        events
+    };
+    let deployment = if config.chain.enabled() {
+        Some(sosna_contracts::Deployment::from_path(
+            &config.chain.deployment,
+        )?)
+    } else {
+        None
+    };
     let task = match config.role {
         Role::Hub => {
             let name = if config.hostname.is_empty() {
@@ -75,25 +95,57 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
             } else {
                 &config.hostname
             };
-            tokio::spawn(hub::run(bus, events, cfg.hub(name), stop_rx))
+            let settings = cfg.hub(name);
+            match deployment {
+                // With a chain, the hub takes deals: its desk needs the chain sender, which
+                // waits out an RPC outage, so the hub comes up in its own task.
+                Some(d) => {
+                    let market = MarketParts {
+                        config: config.clone(),
+                        deployment: d,
+                        key: identity.eth.clone(),
+                    };
+                    tokio::spawn(async move {
+                        let (dispatcher, desk) = match market.hub_desk(&bus, &settings).await {
+                            Ok(parts) => parts,
+                            Err(e) => {
+                                tracing::error!("market: the hub takes no deals: {e}");
+                                return;
+                            }
+                        };
+                        hub::run_with_desk(
+                            bus,
+                            events,
+                            settings,
+                            Some(dispatcher),
+                            Some(desk),
+                            stop_rx,
+                        )
+                        .await
+                    })
+                }
+                None => tokio::spawn(hub::run(bus, events, settings, stop_rx)),
+            }
         }
         Role::Miner => {
-            let deployment = if config.chain.enabled() {
-                Some(sosna_contracts::Deployment::from_path(
-                    &config.chain.deployment,
-                )?)
-            } else {
-                None
-            };
-            let chain: Option<Arc<dyn chain::ChainView>> = match deployment {
+            let chain: Option<Arc<dyn chain::ChainView>> = match &deployment {
                 Some(d) => Some(Arc::new(chain::RpcChain::connect(
                     &config.chain.rpc_url,
-                    d,
+                    *d,
                     cfg.payout_lookback_blocks,
                     config.chain.timeout(),
                 )?)),
                 None => None,
             };
+            let settings = cfg.miner(&config.state_dir);
+            if let Some(d) = deployment {
+                let market = MarketParts {
+                    config: config.clone(),
+                    deployment: d,
+                    key: identity.eth.clone(),
+                };
+                tokio::spawn(market.miner_money(settings.book_path.clone(), stop_rx.clone()));
+            }
             // Results are signed for the Verification contract, so work needs the chain.
             let worker = runtime.zip(deployment).map(|(rt, d)| {
                 let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -106,7 +158,6 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
                     cfg.test_fault_wrong_result,
                 )
             });
-            let settings = cfg.miner(&config.state_dir);
             tokio::spawn(miner::run_with_worker(
                 bus, events, chain, settings, worker, stop_rx,
             ))
@@ -119,6 +170,123 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
         identity.address()
     );
     Ok(Running { stop, task })
+}
+
+/// Splits `sosna/updates/1` messages off the swarm's events, for the rollout task; the
+/// rest go on to the role. A full rollout queue drops notices: they are repeated.
+fn split_updates(
+    mut events: tokio::sync::mpsc::Receiver<BusEvent>,
+) -> (
+    tokio::sync::mpsc::Receiver<envelope::Verified>,
+    tokio::sync::mpsc::Receiver<BusEvent>,
+) {
+    let (updates_tx, updates) = tokio::sync::mpsc::channel(64);
+    let (role_tx, role) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                BusEvent::Message(v) if v.topic == messages::TOPIC_UPDATES => {
+                    let _ = updates_tx.try_send(v);
+                }
+                other => {
+                    if role_tx.send(other).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    (updates, role)
+}
+
+/// What the market side of a role needs: where the chain is and the node's key.
+struct MarketParts {
+    config: Config,
+    deployment: sosna_contracts::Deployment,
+    key: alloy_signer_local::PrivateKeySigner,
+}
+
+impl MarketParts {
+    async fn sender(&self) -> Result<crate::chain::sender::Sender, crate::chain::ChainError> {
+        let chain = &self.config.chain;
+        let provider = crate::chain::connect(&chain.rpc_url, chain.timeout())?;
+        let dir = crate::chain::ChainConfig::state_dir(&self.config.state_dir);
+        let sender =
+            crate::chain::sender::Sender::open(provider, self.key.clone(), &dir, chain).await?;
+        for (tx, result) in sender.resume().await {
+            match result {
+                Ok(_) => tracing::info!("chain: landed {} from before the restart", tx.label),
+                Err(e) => tracing::warn!("chain: {} from before the restart: {e}", tx.label),
+            }
+        }
+        Ok(sender)
+    }
+
+    /// The hub's dispatcher and deal desk.
+    async fn hub_desk(
+        &self,
+        bus: &Bus,
+        settings: &hub::HubSettings,
+    ) -> Result<
+        (
+            crate::market::dispatch::Dispatcher,
+            crate::market::desk::Desk,
+        ),
+        String,
+    > {
+        use crate::market::desk::{Desk, DeskSettings};
+        let d = self.deployment;
+        let sender = self.sender().await.map_err(|e| e.to_string())?;
+        let domain = crate::market::attest::domain(d.chain_id, d.verification);
+        let dispatcher = crate::market::dispatch::Dispatcher::new(bus.clone(), domain);
+        let h = &self.config.bus.hub;
+        let desk = Desk::open(
+            dispatcher.clone(),
+            Arc::new(sender),
+            d,
+            DeskSettings {
+                wallet: settings.wallet,
+                miner_share_pct: h.miner_share_percent,
+                unit_timeout: std::time::Duration::from_secs(h.task_timeout_secs),
+                dir: self.config.state_dir.join("market").join("jobs"),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        tracing::info!("market: hub {} takes deals", settings.wallet);
+        Ok((dispatcher, desk))
+    }
+
+    /// A miner's stake, then its pay pulled from every hub in its book, until `stop`.
+    async fn miner_money(self, book: std::path::PathBuf, stop: watch::Receiver<bool>) {
+        use crate::market::earnings;
+        let sender = match self.sender().await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!("market: no chain sender, so no stake or withdrawals: {e}");
+                return;
+            }
+        };
+        let every = std::time::Duration::from_secs(self.config.bus.chain_poll_secs);
+        let want = alloy_primitives::U256::from(self.config.bus.stake)
+            * alloy_primitives::U256::from(messages::MICRO_SNM_WEI);
+        if !want.is_zero() {
+            // Outages are waited out inside the sender; what fails here is the chain
+            // saying no (no SNM to stake, say), which a few more tries will not change.
+            for attempt in 1..=3 {
+                match earnings::ensure_stake(&sender, &self.deployment, want).await {
+                    Ok(_) => break,
+                    Err(e) => tracing::warn!("market: staking (attempt {attempt} of 3): {e}"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }
+        let wallets = move || {
+            hubbook::HubBook::load(&book)
+                .map(|b| b.hubs.keys().copied().collect())
+                .unwrap_or_default()
+        };
+        earnings::run(sender, self.deployment, wallets, every, stop).await
+    }
 }
 
 /// Starts the bus in the background when `[bus] enabled`, so boot never waits for it; a

@@ -39,6 +39,9 @@ pub struct BusConfig {
     pub chain_poll_secs: u64,
     /// Miners: least seconds between two reputation questions about the same hub.
     pub ask_every_secs: u64,
+    /// Miners with a chain: micro-SNM kept staked with Verification, the bond a proven
+    /// wrong result forfeits (hubs may prefer staked miners). 0 stakes nothing.
+    pub stake: u64,
     /// Test only: report a forged result for every task (a cheating miner).
     pub test_fault_wrong_result: bool,
     pub hub: HubConfig,
@@ -60,6 +63,7 @@ impl Default for BusConfig {
             join: String::new(),
             chain_poll_secs: 15,
             ask_every_secs: 60,
+            stake: 0,
             test_fault_wrong_result: false,
             hub: HubConfig::default(),
         }
@@ -84,6 +88,10 @@ pub struct HubConfig {
     /// Smallest payout the hub makes, in micro-SNM.
     pub min_payout: u64,
     pub payout_every_secs: u64,
+    /// Percent of each deal's price paid to the miners whose results agreed.
+    pub miner_share_percent: u8,
+    /// Longest a task may take from dispatch to decision, in seconds.
+    pub task_timeout_secs: u64,
 }
 
 impl Default for HubConfig {
@@ -98,6 +106,8 @@ impl Default for HubConfig {
             gpu_hour: 0,
             min_payout: 1_000_000,
             payout_every_secs: 86_400,
+            miner_share_percent: 70,
+            task_timeout_secs: 600,
         }
     }
 }
@@ -145,6 +155,12 @@ impl BusConfig {
                 "bus.hub.announce_interval_secs",
                 "must be at least 1".into(),
             ));
+        }
+        if self.hub.miner_share_percent > 100 {
+            return Err(("bus.hub.miner_share_percent", "must be 0..=100".into()));
+        }
+        if self.hub.task_timeout_secs == 0 {
+            return Err(("bus.hub.task_timeout_secs", "must be at least 1".into()));
         }
         let wallet = address("bus.hub.wallet", &self.hub.wallet)?;
         if self.enabled && hub_role && wallet.is_none() {

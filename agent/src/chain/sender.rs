@@ -86,6 +86,29 @@ impl Sender {
         self.retries.load(Ordering::Relaxed)
     }
 
+    /// The provider this sender talks through, for reads of its own.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// Reads `call` from `to` at the latest block, retried like everything else while the
+    /// endpoint is down. A revert is an error naming `what`.
+    pub async fn call<C: SolCall>(
+        &self,
+        what: &str,
+        to: Address,
+        call: C,
+    ) -> Result<C::Return, ChainError> {
+        let tx = TransactionRequest::default()
+            .to(to)
+            .input(TransactionInput::new(Bytes::from(call.abi_encode())));
+        let out = self.retry(what, || self.provider.call(tx.clone())).await?;
+        C::abi_decode_returns(&out).map_err(|e| ChainError::Decode {
+            what: what.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Transactions signed but not yet confirmed.
     pub async fn pending(&self) -> Vec<PendingTx> {
         self.journal.lock().await.pending.clone()

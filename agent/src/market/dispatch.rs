@@ -47,6 +47,13 @@ pub struct UnitResult {
     pub attestations: Vec<Attestation>,
     /// Miners that were offered the unit, in order.
     pub asked: Vec<Address>,
+    /// Until the first full round of offers was taken.
+    pub dispatch: Duration,
+    /// The slowest agreeing miner's pull and run, as it reported them.
+    pub pull_ms: u64,
+    pub run_ms: u64,
+    /// From the first result in to the decision: waiting for agreement, and the checks.
+    pub verify: Duration,
 }
 
 type Reports = mpsc::Sender<(Address, TaskReport)>;
@@ -130,27 +137,50 @@ impl Dispatcher {
         let mut asked: Vec<Address> = Vec::new();
         let mut running: BTreeMap<Address, Instant> = BTreeMap::new();
         let mut results: BTreeMap<Address, (ResultBundle, Attestation)> = BTreeMap::new();
+        let mut timings: BTreeMap<Address, (u64, u64)> = BTreeMap::new();
+        let started = Instant::now();
+        let mut dispatched: Option<Duration> = None;
+        let mut first_result: Option<Instant> = None;
         loop {
             // Keep `replicas` miners busy on the unit, never asking one twice.
-            while running.len() + results.len() < usize::from(unit.replicas) {
-                let Some((miner, peer)) = self.next_miner(&unit.id, &asked) else {
-                    break;
-                };
-                asked.push(miner);
-                match self
-                    .bus
-                    .request(peer, Vec::new(), Request::Offer(offer.clone()))
-                    .await
-                {
-                    Ok((from, Response::Accepted)) if from == miner => {
-                        tracing::info!("market: unit {} offered to {miner}", unit.id);
-                        running.insert(miner, Instant::now() + patience);
-                    }
-                    Ok((_, other)) => {
-                        tracing::info!("market: {miner} declined unit {}: {other:?}", unit.id)
-                    }
-                    Err(e) => tracing::info!("market: offering unit {} to {miner}: {e}", unit.id),
+            // Keep `replicas` miners busy on the unit, never asking one twice; each round
+            // of offers goes out at once. Reports wait in `rx` until the round is done.
+            loop {
+                let needed =
+                    usize::from(unit.replicas).saturating_sub(running.len() + results.len());
+                let mut round = Vec::new();
+                while round.len() < needed {
+                    let Some((miner, peer)) = self.next_miner(&unit.id, &asked) else {
+                        break;
+                    };
+                    asked.push(miner);
+                    round.push((miner, peer));
                 }
+                if round.is_empty() {
+                    break;
+                }
+                let answers = futures::future::join_all(round.iter().map(|(_, peer)| {
+                    self.bus
+                        .request(*peer, Vec::new(), Request::Offer(offer.clone()))
+                }))
+                .await;
+                for ((miner, _), answer) in round.into_iter().zip(answers) {
+                    match answer {
+                        Ok((from, Response::Accepted)) if from == miner => {
+                            tracing::info!("market: unit {} offered to {miner}", unit.id);
+                            running.insert(miner, Instant::now() + patience);
+                        }
+                        Ok((_, other)) => {
+                            tracing::info!("market: {miner} declined unit {}: {other:?}", unit.id)
+                        }
+                        Err(e) => {
+                            tracing::info!("market: offering unit {} to {miner}: {e}", unit.id)
+                        }
+                    }
+                }
+            }
+            if dispatched.is_none() && running.len() + results.len() >= usize::from(unit.replicas) {
+                dispatched = Some(started.elapsed());
             }
             if running.is_empty() && results.len() < usize::from(unit.replicas) {
                 let joined = self.miners.lock().expect("miners lock").len();
@@ -178,13 +208,25 @@ impl Dispatcher {
                         .find(|(b, _)| b.digest() == digest)
                         .map(|(b, _)| b.clone())
                         .expect("the majority digest has a bundle");
+                    let slowest = |f: fn(&(u64, u64)) -> u64| {
+                        agree
+                            .iter()
+                            .filter_map(|m| timings.get(m))
+                            .map(f)
+                            .max()
+                            .unwrap_or(0)
+                    };
                     return Ok(UnitResult {
                         unit,
                         bundle,
+                        pull_ms: slowest(|t| t.0),
+                        run_ms: slowest(|t| t.1),
                         agree,
                         disagree,
                         attestations: results.into_values().map(|(_, a)| a).collect(),
                         asked,
+                        dispatch: dispatched.unwrap_or_else(|| started.elapsed()),
+                        verify: first_result.map_or(Duration::ZERO, |t| t.elapsed()),
                     });
                 }
             }
@@ -203,6 +245,7 @@ impl Dispatcher {
                     if running.remove(&from).is_none() {
                         continue; // not asked, or already reported
                     }
+                    timings.insert(from, (report.pull_ms, report.run_ms));
                     match report.outcome {
                         TaskOutcome::Done { exit_code, stdout, attestation } => {
                             if let Err(e) = attest::check(&self.domain, &unit, &attestation) {
@@ -211,6 +254,7 @@ impl Dispatcher {
                             }
                             let bundle = ResultBundle { exit_code, stdout };
                             results.insert(from, (bundle, attestation));
+                            first_result.get_or_insert_with(Instant::now);
                         }
                         TaskOutcome::Failed(why) => {
                             tracing::info!("market: {from} failed unit {}: {why}", unit.id);

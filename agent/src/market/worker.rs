@@ -65,7 +65,15 @@ impl Worker {
         };
         let worker = self.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            // Pulled first, apart, so the hub can tell pull time from run time. A failed
+            // pull is not the end: a stored copy may still run.
+            if let Err(e) = worker.runtime.pull(&spec.image, &|_| {}).await {
+                tracing::info!("market: pulling {}: {e}", spec.image);
+            }
+            let pull_ms = started.elapsed().as_millis() as u64;
             let outcome = worker.run(&offer, spec).await;
+            let run_ms = started.elapsed().as_millis() as u64 - pull_ms;
             drop(slot);
             worker
                 .report(
@@ -73,6 +81,8 @@ impl Worker {
                     TaskReport {
                         unit: offer.unit.id,
                         outcome,
+                        pull_ms,
+                        run_ms,
                     },
                 )
                 .await;
