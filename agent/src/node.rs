@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, NetworkMode};
 use crate::net::{self, Iface, Netlink};
+use crate::ota::health::{Probes, Verdict};
 use crate::power::{PowerRequest, PowerSignals};
 use crate::reaper::Reaper;
 use crate::runtime::{self, Runtime, RuntimeConfig};
@@ -50,10 +51,23 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
             as Arc<dyn crate::slave::session::Service>
     });
     let slave = crate::slave::start_for(config, node_service.collect()).await;
-    let bus = crate::bus::start_if_enabled(config, runtime.clone());
+    // The verdict on the booted slot: settled at once where there are no slots.
+    let (verdict, health) = watch::channel(if ota.is_some() {
+        Verdict::Checking
+    } else {
+        Verdict::Good
+    });
+    let bus = crate::bus::start_if_enabled(config, runtime.clone(), health);
     println!("{}", status::ready_line());
     if ota.is_some() {
-        tokio::spawn(crate::ota::health::after_boot(runtime.clone()));
+        // Peers are required only when the config names some to join.
+        let peers_named = !config.bus.bootstrap.is_empty();
+        let probes = Probes {
+            runtime: runtime.clone(),
+            bus: bus.as_ref().filter(|_| peers_named).map(|b| b.handle()),
+            chain: config.chain.enabled().then(|| config.chain.clone()),
+        };
+        tokio::spawn(crate::ota::health::after_boot(probes, verdict));
     }
     if mode == Mode::Init {
         // Each module costs a signature check; those not needed for READY load after it.

@@ -11,18 +11,20 @@ use sosna_agent::bus::envelope::now_ms;
 use sosna_agent::bus::messages::{Message, RolloutNotice, UpdateReport, UpdateState, Wave};
 use sosna_agent::bus::testnet::{spawn_node, wait_until, LocalNode};
 use sosna_agent::bus::{BusEvent, Identity};
+use sosna_agent::ota::health::Verdict;
 use sosna_agent::rollout::publish::Tally;
 use sosna_agent::rollout::{position, InstallFuture, RolloutSettings, Updater};
 
 /// Records installs; fails them when told to.
 struct Recorder {
+    running: &'static str,
     fail: bool,
     installs: Mutex<Vec<String>>,
 }
 
 impl Updater for Recorder {
     fn running(&self) -> String {
-        "1".into()
+        self.running.into()
     }
     fn slots(&self) -> String {
         "A booted, B good".into()
@@ -79,6 +81,7 @@ async fn test_waves_follow_the_operator_only_and_stop_when_halted() {
     stranger.bus.dial(operator.addr.clone()).await.unwrap();
     let tally = collect(op_events);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (_healthy, good) = tokio::sync::watch::channel(Verdict::Good);
 
     // Five nodes; the one placed first in the fleet fails its install, and the first wave
     // takes the two lowest positions. The second wave starts in an hour.
@@ -103,6 +106,7 @@ async fn test_waves_follow_the_operator_only_and_stop_when_halted() {
         let fail = !failing_taken && position(&node.bus.peer_id(), "2") == lowest;
         failing_taken |= fail;
         let recorder = Arc::new(Recorder {
+            running: "1",
             fail,
             installs: Mutex::default(),
         });
@@ -122,6 +126,7 @@ async fn test_waves_follow_the_operator_only_and_stop_when_halted() {
                 report_every: Duration::from_millis(300),
             },
             recorder.clone(),
+            good.clone(),
             stop_rx.clone(),
         ));
         nodes.push((node, recorder));
@@ -219,6 +224,95 @@ async fn test_waves_follow_the_operator_only_and_stop_when_halted() {
         if !in_first(*pos) {
             assert!(recorder.installs.lock().unwrap().is_empty());
         }
+    }
+    let _ = stop.send(true);
+}
+
+/// A node that rebooted into the rollout's release is "checking" until its slot's health
+/// check passes, then "good"; a failed check is reported as a failure, and nothing is
+/// installed either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_new_release_is_good_only_once_its_health_check_passes() {
+    let (operator, op_events) = spawn_node(Identity::ephemeral()).unwrap();
+    let tally = collect(op_events);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let (node, mut events) = spawn_node(Identity::ephemeral()).unwrap();
+        node.bus.dial(operator.addr.clone()).await.unwrap();
+        let recorder = Arc::new(Recorder {
+            running: "2",
+            fail: false,
+            installs: Mutex::default(),
+        });
+        let (verdict, health) = tokio::sync::watch::channel(Verdict::Checking);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if let BusEvent::Message(v) = e {
+                    let _ = tx.send(v).await;
+                }
+            }
+        });
+        tokio::spawn(sosna_agent::rollout::run(
+            node.bus.clone(),
+            rx,
+            RolloutSettings {
+                operators: vec![operator.identity.address()],
+                report_every: Duration::from_millis(300),
+            },
+            recorder.clone(),
+            health,
+            stop_rx.clone(),
+        ));
+        nodes.push((node.identity.address(), recorder, verdict, node));
+    }
+    let now = notice(
+        "http://fleet.example/b.raucb",
+        vec![Wave {
+            percent: 100,
+            start_ms: 0,
+        }],
+        false,
+    );
+    let state_of = |a: Address| report_of(&tally, a).map(|r| r.state);
+    let publish = || async {
+        let _ = operator
+            .bus
+            .publish(Message::RolloutNotice(now.clone()))
+            .await;
+    };
+    wait_until(
+        "both nodes to report checking",
+        Duration::from_secs(30),
+        || async {
+            publish().await;
+            nodes
+                .iter()
+                .all(|(a, ..)| state_of(*a) == Some(UpdateState::Checking))
+        },
+    )
+    .await
+    .unwrap();
+
+    nodes[0].2.send_replace(Verdict::Good);
+    nodes[1]
+        .2
+        .send_replace(Verdict::Bad("no peer connected".into()));
+    wait_until(
+        "the verdicts to be reported",
+        Duration::from_secs(30),
+        || async {
+            state_of(nodes[0].0) == Some(UpdateState::Good)
+                && state_of(nodes[1].0) == Some(UpdateState::Failed)
+        },
+    )
+    .await
+    .unwrap();
+    let failed = report_of(&tally, nodes[1].0).unwrap();
+    assert!(failed.detail.contains("no peer connected"), "{failed:?}");
+    for (_, recorder, ..) in &nodes {
+        assert!(recorder.installs.lock().unwrap().is_empty());
     }
     let _ = stop.send(true);
 }

@@ -287,6 +287,8 @@ pub enum UpdateState {
     Installing,
     /// Installed; rebooting into it.
     Rebooting,
+    /// Running the rollout's version; its health check is under way.
+    Checking,
     /// Running the rollout's version, health-checked and marked good.
     Good,
     Failed,

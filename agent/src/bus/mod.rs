@@ -28,6 +28,7 @@ pub use settings::BusConfig;
 pub use swarm::{spawn, Bus, BusError, BusEvent, InboundRequest, Status, SwarmSettings};
 
 use crate::config::{Config, Role};
+use crate::ota::health::Verdict;
 use crate::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +47,15 @@ pub enum StartError {
 pub struct Running {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    bus: watch::Receiver<Option<Bus>>,
 }
 
 impl Running {
+    /// The bus handle, once the swarm is up (the health check asks it for peers).
+    pub fn handle(&self) -> watch::Receiver<Option<Bus>> {
+        self.bus.clone()
+    }
+
     /// Stops the role task; the swarm ends with its last handle.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
@@ -57,8 +64,13 @@ impl Running {
 }
 
 /// Starts the bus in the configured role on the current tokio runtime; a miner with a
-/// `runtime` and a chain takes work from the hub it joins.
-pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running, StartError> {
+/// `runtime` and a chain takes work from the hub it joins. `health` is the verdict on the
+/// booted slot, for rollout reports.
+pub async fn start(
+    config: &Config,
+    runtime: Option<Runtime>,
+    health: watch::Receiver<Verdict>,
+) -> Result<Running, StartError> {
     let cfg = &config.bus;
     // Creating keys reads the kernel's CRNG, which may still be seeding on a first boot;
     // off the async threads so nothing else waits for it.
@@ -67,6 +79,7 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
         .await
         .expect("identity loader does not panic")?;
     let (bus, events) = swarm::spawn(&identity, cfg.swarm())?;
+    let (_, handle) = watch::channel(Some(bus.clone()));
     let (stop, stop_rx) = watch::channel(false);
     let events = if config.rollout.enabled() {
         let (updates, events) = split_updates(events);
@@ -75,6 +88,7 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
             updates,
             config.rollout.settings(),
             crate::rollout::system_updater(),
+            health,
             stop_rx.clone(),
         ));
         events
@@ -169,7 +183,11 @@ pub async fn start(config: &Config, runtime: Option<Runtime>) -> Result<Running,
         identity.peer_id(),
         identity.address()
     );
-    Ok(Running { stop, task })
+    Ok(Running {
+        stop,
+        task,
+        bus: handle,
+    })
 }
 
 /// Splits `sosna/updates/1` messages off the swarm's events, for the rollout task; the
@@ -291,24 +309,30 @@ impl MarketParts {
 
 /// Starts the bus in the background when `[bus] enabled`, so boot never waits for it; a
 /// failure is logged, not fatal, like the network's.
-pub fn start_if_enabled(config: &Config, runtime: Option<Runtime>) -> Option<Running> {
+pub fn start_if_enabled(
+    config: &Config,
+    runtime: Option<Runtime>,
+    health: watch::Receiver<Verdict>,
+) -> Option<Running> {
     if !config.bus.enabled {
         return None;
     }
     let config = config.clone();
     let (stop, mut stop_rx) = watch::channel(false);
+    let (bus_tx, bus) = watch::channel(None);
     let task = tokio::spawn(async move {
         let running = tokio::select! {
-            r = start(&config, runtime) => r,
+            r = start(&config, runtime, health) => r,
             _ = stop_rx.changed() => return,
         };
         match running {
             Ok(running) => {
+                bus_tx.send_replace(running.bus.borrow().clone());
                 let _ = stop_rx.changed().await;
                 running.stop().await;
             }
             Err(e) => tracing::error!("{e}"),
         }
     });
-    Some(Running { stop, task })
+    Some(Running { stop, task, bus })
 }

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::bus::envelope::{now_ms, Verified};
 use crate::bus::messages::{Message, RolloutNotice, UpdateReport, UpdateState};
 use crate::bus::Bus;
+use crate::ota::health::Verdict;
 
 /// The `[rollout]` section of the provisioning file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -140,18 +141,22 @@ pub fn due(notice: &RolloutNotice, position: u8, now_ms: u64) -> Result<(), Opti
     }
 }
 
-/// The node's side: follows operators' notices from `messages` until `stop`.
+/// The node's side: follows operators' notices from `messages` until `stop`. `health`
+/// is the verdict on the booted slot: the rollout's version counts as good only with it.
 pub async fn run(
     bus: Bus,
     mut messages: mpsc::Receiver<Verified>,
     settings: RolloutSettings,
     updater: Arc<dyn Updater>,
+    mut health: watch::Receiver<Verdict>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut health_open = true;
     let mut node = Node {
         bus,
         settings,
         updater,
+        health: health.clone(),
         notice: None,
         state: UpdateState::Idle,
         detail: String::new(),
@@ -163,6 +168,10 @@ pub async fn run(
         tokio::select! {
             _ = stop.changed() => return,
             _ = report.tick() => node.report().await,
+            changed = health.changed(), if health_open => {
+                health_open = changed.is_ok();
+                wake = node.consider().await;
+            }
             _ = tokio::time::sleep_until(wake) => {
                 wake = node.consider().await;
             }
@@ -194,6 +203,7 @@ struct Node {
     bus: Bus,
     settings: RolloutSettings,
     updater: Arc<dyn Updater>,
+    health: watch::Receiver<Verdict>,
     notice: Option<RolloutNotice>,
     state: UpdateState,
     detail: String,
@@ -217,8 +227,20 @@ impl Node {
         };
         let running = self.updater.running();
         if notice.version == running {
-            self.set(UpdateState::Good, format!("running {running}"))
-                .await;
+            let verdict = self.health.borrow().clone();
+            let (state, detail) = match verdict {
+                Verdict::Checking => (
+                    UpdateState::Checking,
+                    format!("running {running}; checking health"),
+                ),
+                Verdict::Good => (UpdateState::Good, format!("running {running}")),
+                // The slot is being marked bad and the node reboots into the other one.
+                Verdict::Bad(why) => (
+                    UpdateState::Failed,
+                    format!("{running}: health check: {why}"),
+                ),
+            };
+            self.set(state, detail).await;
             return never;
         }
         if matches!(self.state, UpdateState::Installing | UpdateState::Rebooting) {

@@ -106,6 +106,36 @@ pub struct Image {
     pub env: Vec<String>,
 }
 
+impl Image {
+    /// The image's config blob.
+    pub fn config_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "architecture": self.arch,
+            "os": "linux",
+            "config": {"Cmd": self.cmd, "Env": self.env},
+            "rootfs": {"type": "layers",
+                       "diff_ids": self.layers.iter().map(|(_, d)| d).collect::<Vec<_>>()},
+        }))
+        .expect("json")
+    }
+
+    /// The image's manifest over `config` (from [`Image::config_json`]) and its layers.
+    pub fn manifest_json(&self, config: &[u8]) -> Vec<u8> {
+        let layers: Vec<_> = (self.layers.iter())
+            .map(|(blob, _)| {
+                json!({"mediaType": LAYER_GZIP, "digest": Digest::of(blob), "size": blob.len()})
+            })
+            .collect();
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": Digest::of(config), "size": config.len()},
+            "layers": layers,
+        }))
+        .expect("json")
+    }
+}
+
 /// Pushes `images` under `reference`: one image as a plain manifest, several as an index.
 /// Returns the digest the reference now points at.
 pub async fn push(client: &Client, reference: &str, images: &[Image]) -> Result<Digest, PullError> {
@@ -116,35 +146,20 @@ pub async fn push(client: &Client, reference: &str, images: &[Image]) -> Result<
     };
     let mut entries = Vec::new();
     for image in images {
-        let mut layer_descs = Vec::new();
         for (blob, _) in &image.layers {
             let d = Digest::of(blob);
             client
                 .push_blob(&target, blob.clone(), d.as_str())
                 .await
                 .map_err(err)?;
-            layer_descs.push(json!({"mediaType": LAYER_GZIP, "digest": d, "size": blob.len()}));
         }
-        let config = serde_json::to_vec(&json!({
-            "architecture": image.arch,
-            "os": "linux",
-            "config": {"Cmd": image.cmd, "Env": image.env},
-            "rootfs": {"type": "layers",
-                       "diff_ids": image.layers.iter().map(|(_, d)| d).collect::<Vec<_>>()},
-        }))
-        .expect("json");
+        let config = image.config_json();
         let cd = Digest::of(&config);
         client
             .push_blob(&target, config.clone(), cd.as_str())
             .await
             .map_err(err)?;
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST,
-            "config": {"mediaType": CONFIG, "digest": cd, "size": config.len()},
-            "layers": layer_descs,
-        }))
-        .expect("json");
+        let manifest = image.manifest_json(&config);
         let md = Digest::of(&manifest);
         let at = if images.len() == 1 {
             target.clone()

@@ -8,6 +8,7 @@ pub mod api;
 pub mod apps;
 pub mod build;
 pub mod network;
+pub mod probe;
 pub mod pull;
 pub mod registry;
 pub mod seccomp;
@@ -182,6 +183,38 @@ impl Runtime {
         )
         .await?;
         self.unpack(&rec).await?;
+        Ok(rec)
+    }
+
+    /// Stores a locally built image under `reference`, as a pull would, and unpacks it:
+    /// how the node gets images it makes itself (see [`probe`]) without a registry.
+    pub async fn import(
+        &self,
+        reference: &str,
+        image: &build::Image,
+    ) -> Result<ImageRecord, RuntimeError> {
+        let store = &self.inner.store;
+        let mut layers = Vec::new();
+        let mut size = 0;
+        for (blob, _) in &image.layers {
+            let d = store::Digest::of(blob);
+            store.put_blob(&d, blob)?;
+            size += blob.len() as u64;
+            layers.push(d);
+        }
+        let config = image.config_json();
+        let manifest = image.manifest_json(&config);
+        let rec = ImageRecord {
+            reference: reference.to_owned(),
+            manifest: store::Digest::of(&manifest),
+            config: store::Digest::of(&config),
+            layers,
+            size: size + (config.len() + manifest.len()) as u64,
+        };
+        store.put_blob(&rec.config, &config)?;
+        store.put_blob(&rec.manifest, &manifest)?;
+        self.unpack(&rec).await?;
+        store.set_ref(&rec)?;
         Ok(rec)
     }
 

@@ -15,7 +15,9 @@ pub struct Fixture {
     _serial: tokio::sync::MutexGuard<'static, ()>,
     _dir: tempfile::TempDir,
     _registry: LocalRegistry,
+    #[allow(dead_code)] // not every test binary needs it
     pub registry_host: String,
+    #[allow(dead_code)]
     pub reference: String,
     pub rt: Runtime,
     _stop: tokio::sync::watch::Sender<bool>,
