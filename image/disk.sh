@@ -13,6 +13,9 @@
 #       bundle signer; default a test CA made once in target/ota-ca
 #   SOSNA_OTA_UNTRUSTED=1  also sign the bundle with another, untrusted test CA (tests)
 #   SOSNA_HEALTH_FAIL=1    the image fails its post-boot health check (tests)
+#   SOSNA_TEST_HANG=1      the image's agent hangs at start, before it pets the watchdog (tests)
+#   SOSNA_WATCHDOG_SECS    hardware watchdog timeout armed by the early stage (default 60;
+#                          0 leaves it off)
 #   SOSNA_BUNDLE_ONLY=1    stop after the bundle (no disk.img)
 set -euo pipefail
 
@@ -78,7 +81,7 @@ step "unified kernel images"
 # early-boot mode.
 zstd -q -19 -T1 -c "$out/initramfs-disk.cpio" >"$work/initrd.zst"
 base="console=tty0 console=ttyS0 quiet mitigations=off cryptomgr.notests panic=-1"
-base+=" sosna.config=/boot/sosna/config.toml sosna.fatal_delay=3"
+base+=" sosna.config=/boot/sosna/config.toml sosna.fatal_delay=3 sosna.watchdog=${SOSNA_WATCHDOG_SECS:-60}"
 base+=" sosna.roothash=$roothash sosna.salt=$salt sosna.data_blocks=$data_blocks"
 base+=" sosna.state=PARTUUID=$state_uuid sosna.esp=PARTUUID=$esp_uuid"
 uki() { # slot partuuid out

@@ -6,7 +6,8 @@
 # backend and post-install handler; and /etc/sosna-version.
 # Usage: image/ota.sh ROOTFS VERSION KEYRING
 #   SOSNA_HEALTH_FAIL=1 also puts /etc/sosna/health-fail in (test bundles whose new root
-#   must fail its post-boot health check).
+#   must fail its post-boot health check); SOSNA_TEST_HANG=1 puts /etc/sosna/test-hang in
+#   (the agent then hangs at start, and only the watchdog brings the machine back).
 set -euo pipefail
 
 rootfs=$1 version=$2 keyring=$3
@@ -35,6 +36,7 @@ printf 'root:x:0:\n' >"$rootfs/etc/group"
 printf '%s\n' "$version" >"$rootfs/etc/sosna-version"
 install -m 0644 "$keyring" "$rootfs/etc/rauc/keyring.pem"
 [ "${SOSNA_HEALTH_FAIL:-0}" != 1 ] || echo "test image: the health check fails" >"$rootfs/etc/sosna/health-fail"
+[ "${SOSNA_TEST_HANG:-0}" != 1 ] || echo "test image: the agent hangs at start" >"$rootfs/etc/sosna/test-hang"
 
 # The system bus, for root only (containers never see /run/dbus).
 cat >"$rootfs/etc/sosna/dbus-system.conf" <<'XML'

@@ -35,6 +35,8 @@ pub struct DiskArgs {
     pub state: Option<String>,
     /// `sosna.esp=PARTUUID=…`: the EFI system partition (provisioning file, boot entries).
     pub esp: Option<String>,
+    /// `sosna.watchdog=SECS`: arm the hardware watchdog with this timeout (0 or absent: don't).
+    pub watchdog: Option<u32>,
 }
 
 impl DiskArgs {
@@ -93,6 +95,12 @@ impl BootArgs {
                 "data_blocks" if value.parse::<u64>().is_ok() => {
                     args.disk.data_blocks = value.parse().ok()
                 }
+                "watchdog" => match value.parse::<u32>() {
+                    Ok(secs) => args.disk.watchdog = (secs > 0).then_some(secs),
+                    Err(_) => warnings.push(format!(
+                        "sosna.watchdog={value:?} is not a number of seconds; the watchdog stays off"
+                    )),
+                },
                 "fatal_delay" => match value.parse::<u64>() {
                     Ok(secs) => args.fatal_delay = Duration::from_secs(secs),
                     Err(_) => warnings.push(format!(
@@ -160,6 +168,14 @@ mod tests {
         );
         assert_eq!(a.disk.data_blocks, Some(42));
         assert_eq!(a.disk.esp, None);
+        assert_eq!(a.disk.watchdog, None);
+        let (a, w) = BootArgs::parse("sosna.watchdog=60");
+        assert_eq!((a.disk.watchdog, w.len()), (Some(60), 0));
+        let (a, w) = BootArgs::parse("sosna.watchdog=0");
+        assert_eq!((a.disk.watchdog, w.len()), (None, 0));
+        let (a, w) = BootArgs::parse("sosna.watchdog=1m");
+        assert_eq!(a.disk.watchdog, None);
+        assert!(w[0].contains("watchdog"), "{w:?}");
         let (a, w) = BootArgs::parse("sosna.root=/dev/vda2 sosna.slot=AB sosna.data_blocks=x");
         assert!(!a.disk.present());
         assert_eq!(w.len(), 3, "{w:?}");

@@ -26,7 +26,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         env!("CARGO_PKG_VERSION"),
         config.role
     );
-    rt.block_on(node::run(config, Mode::Daemon))
+    rt.block_on(node::run(config, Mode::Daemon, None))
         .map_err(DaemonError::Runtime)?;
     tracing::info!("stopped");
     Ok(())

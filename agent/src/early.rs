@@ -22,6 +22,7 @@ use crate::dm::{self, DmError};
 use crate::gpt::{self, GptError};
 use crate::grow;
 use crate::kmod;
+use crate::watchdog::Watchdog;
 
 /// The list of modules this stage loads (written by the image build).
 pub const EARLY_LIST: &str = "/etc/sosna/modules.early";
@@ -83,13 +84,22 @@ pub fn run(boot: &BootArgs) -> ! {
     let started = Instant::now();
     let disk = &boot.disk;
     let slot = disk.slot.unwrap_or('?');
+    load_modules();
+    // Armed before anything that could hang; the agent takes it over.
+    let watchdog = disk.watchdog.and_then(|secs| match Watchdog::arm(secs) {
+        Ok(wd) => wd,
+        Err(e) => {
+            say!("ERROR: watchdog: {e}");
+            None
+        }
+    });
     match setup(disk) {
         Ok(()) => {
             say!(
                 "slot {slot} root verified and mounted in {} ms; starting the agent",
                 started.elapsed().as_millis()
             );
-            let err = exec_agent();
+            let err = exec_agent(watchdog);
             refuse(
                 slot,
                 disk,
@@ -103,7 +113,6 @@ pub fn run(boot: &BootArgs) -> ! {
 
 fn setup(disk: &DiskArgs) -> Result<(), EarlyError> {
     let (root_uuid, roothash, salt, blocks) = verity_args(disk)?;
-    load_modules();
 
     let part = gpt::find_by_uuid(root_uuid, DEVICE_WAIT)?;
     let rdev = std::fs::metadata(&part)
@@ -316,9 +325,26 @@ fn free_tree(dir: &Path, dev: u64) {
     }
 }
 
-fn exec_agent() -> nix::Error {
+/// Execs the verified root's agent with this process's environment, plus the watchdog's
+/// hand-over when one is armed.
+fn exec_agent(watchdog: Option<Watchdog>) -> nix::Error {
+    use std::os::unix::ffi::OsStrExt;
     let path = c"/sbin/sosna";
-    match nix::unistd::execv(path, &[path]) {
+    let mut env: Vec<std::ffi::CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            std::ffi::CString::new(kv).ok()
+        })
+        .collect();
+    if let Some(wd) = watchdog {
+        match wd.hand_over() {
+            Ok(kv) => env.extend(std::ffi::CString::new(kv).ok()),
+            Err(e) => say!("ERROR: watchdog hand-over: {e}"),
+        }
+    }
+    match nix::unistd::execve(path, &[path], &env) {
         Err(e) => e,
         Ok(never) => match never {},
     }

@@ -1,12 +1,14 @@
 //! PID 1: set the machine up, run the agent, and always end in poweroff or reboot.
 //! Nothing in here may return or panic out: the kernel panics when init exits.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::cmdline::BootArgs;
 use crate::config::Config;
 use crate::node::{self, Mode};
 use crate::shutdown::{fatal, finish};
+use crate::watchdog::Watchdog;
 use crate::{early, kmod, logging, mounts};
 
 /// Controllers delegated to the root cgroup's children (containers need them).
@@ -21,6 +23,8 @@ pub fn run() -> ! {
     if early::wanted(&boot) {
         early::run(&boot);
     }
+    // While this is the only thread: taking it edits the environment.
+    let watchdog = Watchdog::inherited();
     let delay = boot.fatal_delay;
     std::panic::set_hook(Box::new(move |info| {
         fatal(&format!("panic: {info}"), delay);
@@ -42,6 +46,17 @@ pub fn run() -> ! {
         Err(e) => fatal(&format!("bad provisioning file: {e}"), delay),
     };
     tracing::info!("role: {:?}", config.role);
+    let watchdog = watchdog.unwrap_or_else(|e| {
+        tracing::error!("watchdog: {e}");
+        None
+    });
+    if crate::ota::present() && Path::new(crate::ota::TEST_HANG_FLAG).exists() {
+        // Test images only: a release that hangs at start, for the watchdog to catch.
+        tracing::error!("{} present: hanging", crate::ota::TEST_HANG_FLAG);
+        loop {
+            std::thread::park();
+        }
+    }
 
     // With the kernel's own Ctrl-Alt-Del reboot off, it sends us SIGINT instead.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
@@ -57,7 +72,7 @@ pub fn run() -> ! {
         Ok(rt) => rt,
         Err(e) => fatal(&format!("start async runtime: {e}"), delay),
     };
-    let req = match rt.block_on(node::run(&config, Mode::Init)) {
+    let req = match rt.block_on(node::run(&config, Mode::Init, watchdog)) {
         Ok(req) => req,
         Err(e) => fatal(&format!("agent: {e}"), delay),
     };

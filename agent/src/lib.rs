@@ -33,3 +33,4 @@ pub mod slave;
 pub mod status;
 pub mod supervisor;
 pub mod tls;
+pub mod watchdog;

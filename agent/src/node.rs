@@ -15,6 +15,7 @@ use crate::reaper::Reaper;
 use crate::runtime::{self, Runtime, RuntimeConfig};
 use crate::status;
 use crate::supervisor::Supervisor;
+use crate::watchdog::Watchdog;
 
 /// Whether this process owns the machine (PID 1) or is a guest on a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +25,27 @@ pub enum Mode {
 }
 
 /// Runs until a power request arrives, then stops services and the reaper.
-pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
+/// `watchdog`, when the early stage armed one, is petted from here on.
+pub async fn run(
+    config: &Config,
+    mode: Mode,
+    watchdog: Option<Watchdog>,
+) -> std::io::Result<PowerRequest> {
     // Signal handlers first: no child may exit, and no request arrive, unobserved.
     let mut signals = PowerSignals::install(mode == Mode::Init)?;
     let reaper = Reaper::new();
     let (stop_reaper, stop_rx) = watch::channel(false);
     let reaper_task = tokio::spawn(reaper.clone().run(stop_rx));
+    // The verdict on the booted slot: settled at once where there are no slots.
+    let slots = mode == Mode::Init && crate::ota::present();
+    let (verdict, health) = watch::channel(if slots {
+        Verdict::Checking
+    } else {
+        Verdict::Good
+    });
+    let (stop_petting, petting) = watch::channel(false);
+    let petter =
+        watchdog.map(|wd| tokio::spawn(crate::watchdog::keep(wd, health.clone(), petting)));
 
     if mode == Mode::Init {
         bring_up_network(config).await;
@@ -42,8 +58,7 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
         .flatten();
     let supervisor = Supervisor::start(&reaper, &config.services, grace);
     // The disk image's update path: dbus-daemon and RAUC (absent on the fast-path image).
-    let ota = (mode == Mode::Init && crate::ota::present())
-        .then(|| crate::ota::services::OtaServices::start(&reaper, grace));
+    let ota = slots.then(|| crate::ota::services::OtaServices::start(&reaper, grace));
     // The runtime, if any, is the slave's `node` service.
     let node_service = runtime.iter().map(|rt| {
         let apps = crate::runtime::apps::RuntimeApps::new(rt.clone());
@@ -51,12 +66,6 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
             as Arc<dyn crate::slave::session::Service>
     });
     let slave = crate::slave::start_for(config, node_service.collect()).await;
-    // The verdict on the booted slot: settled at once where there are no slots.
-    let (verdict, health) = watch::channel(if ota.is_some() {
-        Verdict::Checking
-    } else {
-        Verdict::Good
-    });
     let bus = crate::bus::start_if_enabled(config, runtime.clone(), health);
     println!("{}", status::ready_line());
     if ota.is_some() {
@@ -94,6 +103,10 @@ pub async fn run(config: &Config, mode: Mode) -> std::io::Result<PowerRequest> {
     }
     let _ = stop_reaper.send(true);
     let _ = reaper_task.await;
+    let _ = stop_petting.send(true);
+    if let Some(p) = petter {
+        let _ = p.await;
+    }
     Ok(req)
 }
 

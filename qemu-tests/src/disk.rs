@@ -194,6 +194,8 @@ impl DiskVm {
             ))
             .args(["-device", "virtio-blk-pci,drive=d"])
             .args(["-device", "virtio-rng-pci"])
+            // The early stage arms it; a hung boot is reset, as on a rig with a watchdog.
+            .args(["-device", "i6300esb", "-action", "watchdog=reset"])
             // No option ROM: the firmware must not try a network boot.
             .args(["-netdev", "user,id=n0"])
             .args(["-device", "virtio-net-pci,netdev=n0,romfile="])

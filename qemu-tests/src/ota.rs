@@ -19,7 +19,8 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// `flavor`: `ota2` (a good update), `otabad` (fails its health check); `untrusted`
+    /// `flavor`: `ota2` (a good update), `otabad` (fails its health check), `otahang`
+    /// (hangs at start, with a 20 s watchdog); `untrusted`
     /// picks ota2's contents signed by a CA the image does not trust.
     pub fn built(disk: &Disk, flavor: &str) -> Result<Bundle, HarnessError> {
         let dir = disk.path.parent().unwrap_or(Path::new("."));

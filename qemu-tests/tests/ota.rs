@@ -206,6 +206,40 @@ fn test_unhealthy_update_falls_back_to_a() {
     );
 }
 
+/// (c, hanging) A release that hangs at start never marks its slot: the watchdog armed by
+/// the early stage resets the machine, each boot costs slot B one try, and once they run
+/// out systemd-boot starts A again, which comes up healthy.
+#[test]
+fn test_hanging_update_is_reset_until_a_boots_again() {
+    let Some((disk, bundle)) = setup("otahang") else {
+        return;
+    };
+    let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
+    let copy = device(&disk);
+    install_on_boot(&copy, &server, &bundle, &["--reboot"]);
+    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    vm.wait_for("update: installed bundle", BOOT + INSTALL)
+        .unwrap();
+    for attempt in 1..=sosna_agent::bootslot::TRIES as usize {
+        vm.wait_for_nth("test-hang present: hanging", attempt, BOOT)
+            .unwrap_or_else(|e| panic!("boot {attempt} of slot B: {e}"));
+    }
+    let back = vm.wait_for_nth("SOSNA OTA slot=a", 2, BOOT).unwrap();
+    assert!(back.contains("state=good"), "slot A after fallback: {back}");
+    let console = vm.console();
+    assert!(
+        !console.contains("SOSNA OTA slot=b"),
+        "slot B never got as far as its health check"
+    );
+    vm.stop();
+    let e = entries(&copy);
+    assert!(slot(&e, 'b').is_bad(), "B has no tries left: {e:?}");
+    assert!(
+        !slot(&e, 'a').is_bad() && slot(&e, 'a').tries.is_none(),
+        "{e:?}"
+    );
+}
+
 /// (d) Power cut while RAUC writes slot B: the next boot is A, healthy.
 #[test]
 fn test_killed_mid_install_boots_a() {

@@ -27,6 +27,9 @@ pub const VERSION_FILE: &str = "/etc/sosna-version";
 pub const ESP: &str = "/boot";
 /// Test images carry this file to make the post-boot health check fail.
 pub const HEALTH_FAIL_FLAG: &str = "/etc/sosna/health-fail";
+/// Test images carry this file to make the agent hang at start (before it pets the
+/// watchdog), like a release that locks up.
+pub const TEST_HANG_FLAG: &str = "/etc/sosna/test-hang";
 /// Digests of bundles installed so far (for `update install --once`), on the state partition.
 pub const INSTALLED_DIR: &str = "/var/lib/sosna/ota/installed";
 
