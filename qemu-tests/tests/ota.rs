@@ -144,6 +144,12 @@ fn test_update_boots_b_and_marks_it_good() {
     assert_eq!(slot(&e, 'a'), &Entry::parse("sosna-0-a.efi").unwrap());
     let console = vm.console();
     assert!(!console.contains("REFUSED"), "no slot refused");
+    // B's health check started a container, and both boots ran under the watchdog.
+    assert!(
+        console.contains("ota: health: a probe container ran"),
+        "the probe container ran on B"
+    );
+    assert_eq!(console.matches("watchdog: armed, 60 s").count(), 2);
 }
 
 /// (b) A bundle signed by a CA the image does not trust is refused before anything is

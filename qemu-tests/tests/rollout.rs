@@ -132,6 +132,10 @@ fn test_a_published_rollout_updates_the_device_and_hears_it_is_good() {
         "the notice was heard"
     );
     assert!(
+        console.contains("ota: health: bus connected to"),
+        "the health check saw a bus peer"
+    );
+    assert!(
         console.contains(&format!(
             "SOSNA OTA slot=b version={} state=good",
             bundle.version
