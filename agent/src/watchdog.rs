@@ -54,10 +54,16 @@ impl Watchdog {
                 Err(e) => return Err(io::Error::new(e.kind(), format!("open {DEVICE}: {e}"))),
             }
         };
-        let mut t = secs as libc::c_int;
+        // Opening started the countdown: on any failure from here the device is stopped
+        // with the magic close, or the machine would reset with nobody to pet it.
+        let mut t = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
         // SAFETY: a valid open fd and a pointer to a live c_int, as WDIOC_SETTIMEOUT takes.
-        unsafe { wdioc_settimeout(file.as_raw_fd(), &mut t) }
-            .map_err(|e| io::Error::other(format!("set the watchdog timeout to {secs} s: {e}")))?;
+        if let Err(e) = unsafe { wdioc_settimeout(file.as_raw_fd(), &mut t) } {
+            disarm(file);
+            return Err(io::Error::other(format!(
+                "set the watchdog timeout to {secs} s: {e}"
+            )));
+        }
         Ok(Some(Watchdog {
             file,
             // The driver may round the timeout; it reports what it set.
@@ -68,11 +74,22 @@ impl Watchdog {
     /// The `KEY=VALUE` that hands this device to the program about to be exec'd; the
     /// descriptor is left open across exec.
     pub fn hand_over(self) -> io::Result<String> {
-        let fd = self.file.into_raw_fd();
-        let flags = nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).map_err(io::Error::from)?;
-        let flags = nix::fcntl::FdFlag::from_bits_truncate(flags) - nix::fcntl::FdFlag::FD_CLOEXEC;
-        nix::fcntl::fcntl(fd, nix::fcntl::F_SETFD(flags)).map_err(io::Error::from)?;
-        Ok(format!("{ENV}={fd}:{}", self.timeout.as_secs()))
+        let fd = self.file.as_raw_fd();
+        let cleared = nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).and_then(|flags| {
+            let flags =
+                nix::fcntl::FdFlag::from_bits_truncate(flags) - nix::fcntl::FdFlag::FD_CLOEXEC;
+            nix::fcntl::fcntl(fd, nix::fcntl::F_SETFD(flags))
+        });
+        if let Err(e) = cleared {
+            disarm(self.file);
+            return Err(io::Error::other(format!("hand the watchdog over: {e}")));
+        }
+        let env = format!(
+            "{ENV}={}:{}",
+            self.file.into_raw_fd(),
+            self.timeout.as_secs()
+        );
+        Ok(env)
     }
 
     /// Takes the device handed over by the early stage, if any; the variable is removed
@@ -90,12 +107,19 @@ impl Watchdog {
         if meta.st_mode & libc::S_IFMT != libc::S_IFCHR {
             return Err(format!("{ENV}: fd {fd} is not a character device"));
         }
-        let flags = nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).map_err(|e| e.to_string())?;
-        let flags = nix::fcntl::FdFlag::from_bits_truncate(flags) | nix::fcntl::FdFlag::FD_CLOEXEC;
-        nix::fcntl::fcntl(fd, nix::fcntl::F_SETFD(flags)).map_err(|e| e.to_string())?;
         // SAFETY: the early stage opened this fd for us and nothing else in this process
         // owns it (checked above to be an open character device).
         let file = unsafe { File::from_raw_fd(fd) };
+        let closed_on_exec = nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).and_then(|flags| {
+            let flags =
+                nix::fcntl::FdFlag::from_bits_truncate(flags) | nix::fcntl::FdFlag::FD_CLOEXEC;
+            nix::fcntl::fcntl(fd, nix::fcntl::F_SETFD(flags))
+        });
+        if let Err(e) = closed_on_exec {
+            // Unusable here: stop it rather than leak it armed into every child.
+            disarm(file);
+            return Err(format!("{ENV}: fd {fd}: close-on-exec: {e}"));
+        }
         Ok(Some(Watchdog {
             file,
             timeout: Duration::from_secs(secs.into()),
@@ -109,6 +133,14 @@ impl Watchdog {
     /// Restarts the countdown.
     pub fn pet(&mut self) -> io::Result<()> {
         self.file.write_all(b"\0")
+    }
+}
+
+/// Stops the countdown: the driver disarms on a close preceded by the magic byte 'V'
+/// (drivers built with nowayout ignore it, which is their owner's choice).
+fn disarm(mut file: File) {
+    if let Err(e) = file.write_all(b"V") {
+        tracing::warn!("watchdog: magic close: {e}");
     }
 }
 

@@ -228,9 +228,9 @@ async fn test_waves_follow_the_operator_only_and_stop_when_halted() {
     let _ = stop.send(true);
 }
 
-/// A node that rebooted into the rollout's release is "checking" until its slot's health
-/// check passes, then "good"; a failed check is reported as a failure, and nothing is
-/// installed either way.
+/// A node that rebooted into the rollout's release stays "rebooting" (checking health)
+/// until its slot's health check passes, then "good"; a failed check is reported as a
+/// failure, and nothing is installed either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_the_new_release_is_good_only_once_its_health_check_passes() {
     let (operator, op_events) = spawn_node(Identity::ephemeral()).unwrap();
@@ -283,13 +283,15 @@ async fn test_the_new_release_is_good_only_once_its_health_check_passes() {
             .await;
     };
     wait_until(
-        "both nodes to report checking",
+        "both nodes to report checking health",
         Duration::from_secs(30),
         || async {
             publish().await;
-            nodes
-                .iter()
-                .all(|(a, ..)| state_of(*a) == Some(UpdateState::Checking))
+            nodes.iter().all(|(a, ..)| {
+                report_of(&tally, *a).is_some_and(|r| {
+                    r.state == UpdateState::Rebooting && r.detail.contains("checking health")
+                })
+            })
         },
     )
     .await
@@ -314,5 +316,73 @@ async fn test_the_new_release_is_good_only_once_its_health_check_passes() {
     for (_, recorder, ..) in &nodes {
         assert!(recorder.installs.lock().unwrap().is_empty());
     }
+    let _ = stop.send(true);
+}
+
+/// A node whose own boot is still on trial installs nothing (its other slot is the way
+/// back); once the check passes it takes its wave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_node_on_trial_waits_for_its_health_check_before_installing() {
+    let (operator, op_events) = spawn_node(Identity::ephemeral()).unwrap();
+    let tally = collect(op_events);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (node, mut events) = spawn_node(Identity::ephemeral()).unwrap();
+    node.bus.dial(operator.addr.clone()).await.unwrap();
+    let recorder = Arc::new(Recorder {
+        running: "1",
+        fail: false,
+        installs: Mutex::default(),
+    });
+    let (verdict, health) = tokio::sync::watch::channel(Verdict::Checking);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let BusEvent::Message(v) = e {
+                let _ = tx.send(v).await;
+            }
+        }
+    });
+    tokio::spawn(sosna_agent::rollout::run(
+        node.bus.clone(),
+        rx,
+        RolloutSettings {
+            operators: vec![operator.identity.address()],
+            report_every: Duration::from_millis(300),
+        },
+        recorder.clone(),
+        health,
+        stop_rx,
+    ));
+    let now = notice(
+        "http://fleet.example/c.raucb",
+        vec![Wave {
+            percent: 100,
+            start_ms: 0,
+        }],
+        false,
+    );
+    let me = node.identity.address();
+    wait_until("the node to wait", Duration::from_secs(30), || async {
+        let _ = operator
+            .bus
+            .publish(Message::RolloutNotice(now.clone()))
+            .await;
+        report_of(&tally, me)
+            .is_some_and(|r| r.state == UpdateState::Waiting && r.detail.contains("health check"))
+    })
+    .await
+    .unwrap();
+    assert!(recorder.installs.lock().unwrap().is_empty());
+
+    verdict.send_replace(Verdict::Good);
+    wait_until("the install", Duration::from_secs(30), || async {
+        report_of(&tally, me).is_some_and(|r| r.state == UpdateState::Rebooting)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        *recorder.installs.lock().unwrap(),
+        vec!["http://fleet.example/c.raucb".to_string()]
+    );
     let _ = stop.send(true);
 }

@@ -285,10 +285,9 @@ pub enum UpdateState {
     Waiting,
     /// Downloading and installing the bundle.
     Installing,
-    /// Installed; rebooting into it.
+    /// Installed; rebooting into it, then checking its health. (No state of its own for
+    /// the check: peers on older releases decode reports strictly.)
     Rebooting,
-    /// Running the rollout's version; its health check is under way.
-    Checking,
     /// Running the rollout's version, health-checked and marked good.
     Good,
     Failed,

@@ -230,7 +230,7 @@ impl Node {
             let verdict = self.health.borrow().clone();
             let (state, detail) = match verdict {
                 Verdict::Checking => (
-                    UpdateState::Checking,
+                    UpdateState::Rebooting,
                     format!("running {running}; checking health"),
                 ),
                 Verdict::Good => (UpdateState::Good, format!("running {running}")),
@@ -244,6 +244,16 @@ impl Node {
             return never;
         }
         if matches!(self.state, UpdateState::Installing | UpdateState::Rebooting) {
+            return never;
+        }
+        if *self.health.borrow() != Verdict::Good {
+            // A slot on trial or on its way back must not be overwritten: the fallback
+            // slot is what keeps the node alive. A change of verdict looks again.
+            self.set(
+                UpdateState::Waiting,
+                format!("{} waits for this boot's health check", notice.version),
+            )
+            .await;
             return never;
         }
         if self.state == UpdateState::Failed && self.detail.contains(&notice.version) {

@@ -193,6 +193,8 @@ impl Runtime {
         reference: &str,
         image: &build::Image,
     ) -> Result<ImageRecord, RuntimeError> {
+        // Pulls also write blobs, unpack and rewrite the refs: one writer at a time.
+        let _one_at_a_time = self.inner.pull_lock.lock().await;
         let store = &self.inner.store;
         let mut layers = Vec::new();
         let mut size = 0;
