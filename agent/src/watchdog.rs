@@ -74,22 +74,12 @@ impl Watchdog {
     /// The `KEY=VALUE` that hands this device to the program about to be exec'd; the
     /// descriptor is left open across exec.
     pub fn hand_over(self) -> io::Result<String> {
-        let fd = self.file.as_raw_fd();
-        let cleared = nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).and_then(|flags| {
-            let flags =
-                nix::fcntl::FdFlag::from_bits_truncate(flags) - nix::fcntl::FdFlag::FD_CLOEXEC;
-            nix::fcntl::fcntl(fd, nix::fcntl::F_SETFD(flags))
-        });
-        if let Err(e) = cleared {
+        if let Err(e) = close_on_exec(&self.file, false) {
             disarm(self.file);
             return Err(io::Error::other(format!("hand the watchdog over: {e}")));
         }
-        let env = format!(
-            "{ENV}={}:{}",
-            self.file.into_raw_fd(),
-            self.timeout.as_secs()
-        );
-        Ok(env)
+        let secs = self.timeout.as_secs();
+        Ok(format!("{ENV}={}:{secs}", self.file.into_raw_fd()))
     }
 
     /// Takes the device handed over by the early stage, if any; the variable is removed
@@ -110,12 +100,7 @@ impl Watchdog {
         // SAFETY: the early stage opened this fd for us and nothing else in this process
         // owns it (checked above to be an open character device).
         let file = unsafe { File::from_raw_fd(fd) };
-        let closed_on_exec = nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).and_then(|flags| {
-            let flags =
-                nix::fcntl::FdFlag::from_bits_truncate(flags) | nix::fcntl::FdFlag::FD_CLOEXEC;
-            nix::fcntl::fcntl(fd, nix::fcntl::F_SETFD(flags))
-        });
-        if let Err(e) = closed_on_exec {
+        if let Err(e) = close_on_exec(&file, true) {
             // Unusable here: stop it rather than leak it armed into every child.
             disarm(file);
             return Err(format!("{ENV}: fd {fd}: close-on-exec: {e}"));
@@ -134,6 +119,13 @@ impl Watchdog {
     pub fn pet(&mut self) -> io::Result<()> {
         self.file.write_all(b"\0")
     }
+}
+
+fn close_on_exec(file: &File, on: bool) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FdFlag, F_GETFD, F_SETFD};
+    let mut flags = FdFlag::from_bits_truncate(fcntl(file.as_raw_fd(), F_GETFD)?);
+    flags.set(FdFlag::FD_CLOEXEC, on);
+    fcntl(file.as_raw_fd(), F_SETFD(flags)).map(drop)
 }
 
 /// Stops the countdown: the driver disarms on a close preceded by the magic byte 'V'
@@ -191,6 +183,19 @@ pub async fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_on_exec_is_set_and_cleared() {
+        let file = File::open("/proc/self/stat").unwrap();
+        let cloexec = |f: &File| {
+            let flags = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::F_GETFD).unwrap();
+            nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+        };
+        close_on_exec(&file, false).unwrap();
+        assert!(!cloexec(&file));
+        close_on_exec(&file, true).unwrap();
+        assert!(cloexec(&file));
+    }
 
     #[test]
     fn the_hand_over_value_is_checked() {

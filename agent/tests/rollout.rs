@@ -70,6 +70,37 @@ fn collect(mut events: tokio::sync::mpsc::Receiver<BusEvent>) -> Arc<Mutex<Tally
     tally
 }
 
+/// Runs the node side of rollouts on `node`, fed with its bus messages, following
+/// `operator`'s notices.
+fn follow(
+    node: &LocalNode,
+    mut events: tokio::sync::mpsc::Receiver<BusEvent>,
+    operator: &LocalNode,
+    recorder: Arc<Recorder>,
+    health: tokio::sync::watch::Receiver<Verdict>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let BusEvent::Message(v) = e {
+                let _ = tx.send(v).await;
+            }
+        }
+    });
+    tokio::spawn(sosna_agent::rollout::run(
+        node.bus.clone(),
+        rx,
+        RolloutSettings {
+            operators: vec![operator.identity.address()],
+            report_every: Duration::from_millis(300),
+        },
+        recorder,
+        health,
+        stop,
+    ));
+}
+
 fn report_of(tally: &Arc<Mutex<Tally>>, node: Address) -> Option<UpdateReport> {
     tally.lock().unwrap().nodes.get(&node).cloned()
 }
@@ -102,7 +133,7 @@ async fn test_waves_follow_the_operator_only_and_stop_when_halted() {
     assert!(positions.iter().any(|p| !in_first(*p)), "someone waits");
     let mut nodes: Vec<(LocalNode, Arc<Recorder>)> = Vec::new();
     let mut failing_taken = false;
-    for (node, mut events) in spawned {
+    for (node, events) in spawned {
         let fail = !failing_taken && position(&node.bus.peer_id(), "2") == lowest;
         failing_taken |= fail;
         let recorder = Arc::new(Recorder {
@@ -110,25 +141,14 @@ async fn test_waves_follow_the_operator_only_and_stop_when_halted() {
             fail,
             installs: Mutex::default(),
         });
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                if let BusEvent::Message(v) = e {
-                    let _ = tx.send(v).await;
-                }
-            }
-        });
-        tokio::spawn(sosna_agent::rollout::run(
-            node.bus.clone(),
-            rx,
-            RolloutSettings {
-                operators: vec![operator.identity.address()],
-                report_every: Duration::from_millis(300),
-            },
+        follow(
+            &node,
+            events,
+            &operator,
             recorder.clone(),
             good.clone(),
             stop_rx.clone(),
-        ));
+        );
         nodes.push((node, recorder));
     }
     let everyone: Vec<(Address, u8)> = nodes
@@ -238,7 +258,7 @@ async fn test_the_new_release_is_good_only_once_its_health_check_passes() {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let (node, mut events) = spawn_node(Identity::ephemeral()).unwrap();
+        let (node, events) = spawn_node(Identity::ephemeral()).unwrap();
         node.bus.dial(operator.addr.clone()).await.unwrap();
         let recorder = Arc::new(Recorder {
             running: "2",
@@ -246,25 +266,14 @@ async fn test_the_new_release_is_good_only_once_its_health_check_passes() {
             installs: Mutex::default(),
         });
         let (verdict, health) = tokio::sync::watch::channel(Verdict::Checking);
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                if let BusEvent::Message(v) = e {
-                    let _ = tx.send(v).await;
-                }
-            }
-        });
-        tokio::spawn(sosna_agent::rollout::run(
-            node.bus.clone(),
-            rx,
-            RolloutSettings {
-                operators: vec![operator.identity.address()],
-                report_every: Duration::from_millis(300),
-            },
+        follow(
+            &node,
+            events,
+            &operator,
             recorder.clone(),
             health,
             stop_rx.clone(),
-        ));
+        );
         nodes.push((node.identity.address(), recorder, verdict, node));
     }
     let now = notice(
@@ -326,7 +335,7 @@ async fn test_a_node_on_trial_waits_for_its_health_check_before_installing() {
     let (operator, op_events) = spawn_node(Identity::ephemeral()).unwrap();
     let tally = collect(op_events);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let (node, mut events) = spawn_node(Identity::ephemeral()).unwrap();
+    let (node, events) = spawn_node(Identity::ephemeral()).unwrap();
     node.bus.dial(operator.addr.clone()).await.unwrap();
     let recorder = Arc::new(Recorder {
         running: "1",
@@ -334,25 +343,7 @@ async fn test_a_node_on_trial_waits_for_its_health_check_before_installing() {
         installs: Mutex::default(),
     });
     let (verdict, health) = tokio::sync::watch::channel(Verdict::Checking);
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
-            if let BusEvent::Message(v) = e {
-                let _ = tx.send(v).await;
-            }
-        }
-    });
-    tokio::spawn(sosna_agent::rollout::run(
-        node.bus.clone(),
-        rx,
-        RolloutSettings {
-            operators: vec![operator.identity.address()],
-            report_every: Duration::from_millis(300),
-        },
-        recorder.clone(),
-        health,
-        stop_rx,
-    ));
+    follow(&node, events, &operator, recorder.clone(), health, stop_rx);
     let now = notice(
         "http://fleet.example/c.raucb",
         vec![Wave {
