@@ -32,7 +32,13 @@ fn book_listing(vm: &mut Vm, who: &str) -> String {
         .unwrap();
     let start = text.find("HUBS-BEGIN").expect("begin marker before end");
     let end = text.find("HUBS-END").unwrap();
-    text[start..end].to_owned()
+    // The agent logs to the same console: its lines ("[  9.954] sosna: …") may land
+    // between the table's and mention the same hub.
+    text[start..end]
+        .lines()
+        .filter(|l| !l.starts_with('['))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// The Ethereum address a node's bus logged at start.
