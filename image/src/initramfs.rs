@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use sosna_agent::kmod::{self, DepGraph};
+use sosna_init::kmod::{self, DepGraph};
 
 use crate::cpio::CpioWriter;
 

@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     let read_list = |path: &Path| -> anyhow::Result<Vec<String>> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        Ok(sosna_agent::kmod::parse_list(&text))
+        Ok(sosna_init::kmod::parse_list(&text))
     };
     let modules = read_list(&args.modules)?;
     let deferred = read_list(&args.deferred_modules)?;

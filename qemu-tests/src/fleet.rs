@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_provider::Provider;
 use alloy_sol_types::SolCall;
-use sosna_agent::runtime::build::{self, busybox_layer, Image as OciImage};
-use sosna_agent::runtime::pull;
-use sosna_agent::runtime::registry::LocalRegistry;
 use sosna_contracts::devnet::{Devnet, SNM};
 use sosna_contracts::{IVerification, ISNM};
+use sosna_runtime::build::{self, busybox_layer, Image as OciImage};
+use sosna_runtime::pull;
+use sosna_testkit::registry::LocalRegistry;
 
 use crate::{HarnessError, Image, Lan, Overlay, Vm, VmConfig};
 
@@ -491,8 +491,8 @@ test_fault_wrong_result = {cheat}
     }
 
     fn view<C: SolCall>(&self, to: Address, call: C) -> Result<C::Return, FleetError> {
-        let provider = sosna_agent::chain::connect(&self.chain.rpc_url(), Duration::from_secs(5))
-            .map_err(setup)?;
+        let provider =
+            sosna_chain::connect(&self.chain.rpc_url(), Duration::from_secs(5)).map_err(setup)?;
         let tx = alloy_rpc_types_eth::TransactionRequest::default()
             .to(to)
             .input(Bytes::from(call.abi_encode()).into());

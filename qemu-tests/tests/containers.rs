@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use sosna_agent::runtime::build::{self, busybox_layer, Image as OciImage};
-use sosna_agent::runtime::pull;
-use sosna_agent::runtime::registry::LocalRegistry;
 use sosna_qemu_tests::{Arch, Image, Overlay, Vm, VmConfig};
+use sosna_runtime::build::{self, busybox_layer, Image as OciImage};
+use sosna_runtime::pull;
+use sosna_testkit::registry::LocalRegistry;
 
 const BOOT: Duration = Duration::from_secs(120);
 

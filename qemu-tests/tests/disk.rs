@@ -64,7 +64,7 @@ fn test_fresh_disk_boots_slot_a_to_ready() {
         ["sosna-0-b.efi", "sosna-1-a.efi"]
     );
     // The grown partition table is on the disk, ending 1 MiB before the (moved) backup.
-    let table = sosna_agent::gpt::read_table(&copy.disk)
+    let table = sosna_init::boot::gpt::read_table(&copy.disk)
         .unwrap()
         .expect("a GPT");
     let state = table.iter().find(|p| p.label == "state").expect("state");

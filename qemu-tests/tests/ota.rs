@@ -9,7 +9,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
-use sosna_agent::bootslot::Entry;
+use sosna_init::boot::bootslot::Entry;
 use sosna_qemu_tests::disk::{Disk, DiskCopy, DiskVm};
 use sosna_qemu_tests::ota::{Bundle, FileServer};
 use sosna_qemu_tests::Arch;
@@ -226,7 +226,7 @@ fn test_hanging_update_is_reset_until_a_boots_again() {
     let mut vm = DiskVm::boot(&disk, &copy).unwrap();
     vm.wait_for("update: installed bundle", BOOT + INSTALL)
         .unwrap();
-    for attempt in 1..=sosna_agent::bootslot::TRIES as usize {
+    for attempt in 1..=sosna_init::boot::bootslot::TRIES as usize {
         vm.wait_for_nth("test-hang present: hanging", attempt, BOOT)
             .unwrap_or_else(|e| panic!("boot {attempt} of slot B: {e}"));
     }

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use sosna_agent::reaper::Reaper;
-use sosna_agent::runtime::build::{self, busybox_layer, Image, LayerBuilder};
-use sosna_agent::runtime::registry::LocalRegistry;
-use sosna_agent::runtime::{pull, spec, Runtime, RuntimeConfig, TaskSpec};
+use sosna_init::reaper::Reaper;
+use sosna_runtime::build::{self, busybox_layer, Image, LayerBuilder};
+use sosna_runtime::{pull, spec, Runtime, RuntimeConfig, TaskSpec};
+use sosna_testkit::registry::LocalRegistry;
 
 /// Median of this many (`SOSNA_BENCH_RUNS` overrides, for profiling).
 fn runs() -> usize {

@@ -1,0 +1,4 @@
+//! The bus's application messages and the signed envelope each travels in.
+
+pub mod envelope;
+pub mod messages;
