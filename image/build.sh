@@ -8,6 +8,8 @@
 #   disk.img (x86_64) flashable GPT disk: ESP + UKIs, root-a/root-b (erofs + verity), state
 #   disk.img.xz       the same, compressed (image/disk.sh)
 # Usage: image/build.sh [x86_64|aarch64]   (or SOSNA_ARCH)
+# SOSNA_AGENT_FEATURES=fault-injection builds a test image (forged results, the hang and
+# health-fail flags, for the QEMU tests and the demo's forger); unset, the image for users.
 # Needs apt-get, dpkg-deb and depmod, and for aarch64 the cross gcc and libseccomp-dev:arm64
 # (./dev installs them). The kernel .deb is cached in ~/.cache/sosna; it is extracted there,
 # never installed on this host.
@@ -53,13 +55,18 @@ if [ ! -f "$kroot/.extracted" ]; then
 fi
 echo "kernel $release" >&2
 
-step "building the static agent for $target"
+features=${SOSNA_AGENT_FEATURES:-}
+if [ -n "$features" ]; then
+  step "building the static agent for $target with features: $features (a test image, not for users)"
+else
+  step "building the static agent for $target without test features (the image for users)"
+fi
 # crt-static gives one self-contained binary. Cargo names workspace sources by relative
 # path; remapping the registry path keeps dependency paths out of the binary too.
 # libseccomp (for containers' seccomp filters) is linked statically from Debian's .a.
 LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/$gnu \
 RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
-  cargo build --release --locked --target "$target" -p sosna-agent --bin sosna
+  cargo build --release --locked --target "$target" -p sosna --bin sosna ${features:+--features "$features"}
 agent=${CARGO_TARGET_DIR:-$root/target}/$target/release/sosna
 
 # The disk image (x86_64 only for now) needs the early-boot modules in the initramfs and
@@ -73,6 +80,8 @@ cargo run --release --locked -q -p sosna-image -- --arch "$arch" "${disk_args[@]
   --modules "$root/image/modules-$arch.list" --deferred-modules "$root/image/modules-deferred.list" \
   --ca-bundle /etc/ssl/certs/ca-certificates.crt \
   --out "$out"
+
+echo "agent_features=${features:-none}" >>"$out/manifest.txt"
 
 if [ "$arch" = x86_64 ]; then
   step "disk image"

@@ -3,7 +3,7 @@
 //! signed envelopes verified at every hop). For each of 50 announcements, the time from
 //! publishing until the last of the 100 peers has verified it; p50 and p99 over the 50.
 //!
-//!     cargo run --locked -q --release -p sosna-agent --example bench-bus
+//!     cargo run --locked -q --release -p sosna-bus --example bench-bus
 //!
 //! Last line: `BENCH bus peers=100 p50_ms=<a> p99_ms=<b>`. Exits non-zero if a message
 //! does not reach every peer within 10 s. Knobs: `BENCH_HEARTBEAT_MS` (gossipsub heartbeat,

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sosna_agent::{cmdline::BootArgs, mounts::mount_points};
+use sosna_init::{cmdline::BootArgs, mounts::mount_points};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

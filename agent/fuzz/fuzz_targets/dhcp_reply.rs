@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sosna_agent::net::dhcp::{lease_from_ack, Transaction};
+use sosna_init::net::dhcp::{lease_from_ack, Transaction};
 
 fuzz_target!(|data: &[u8]| {
     // xid 0 and a zero MAC, so fuzzed replies can match the transaction.

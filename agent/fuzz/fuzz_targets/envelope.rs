@@ -5,29 +5,31 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sosna_agent::bus::envelope::{now_ms, open, seal, Limits};
-use sosna_agent::bus::messages::{HubQuestion, Message, GOSSIP_TOPICS, TOPIC_RPC};
-use sosna_agent::bus::Identity;
+use alloy_signer_local::PrivateKeySigner;
+use sosna_proto::bus::envelope::{now_ms, open, seal, Limits};
+use sosna_proto::bus::messages::{HubQuestion, Message, GOSSIP_TOPICS, TOPIC_RPC};
 
-fn sender() -> &'static (Identity, Vec<u8>) {
-    static SENDER: OnceLock<(Identity, Vec<u8>)> = OnceLock::new();
+/// Any bytes stand for the transport's peer id: the envelope only compares them.
+const PEER: &[u8] = b"fuzz-peer";
+
+fn sender() -> &'static Vec<u8> {
+    static SENDER: OnceLock<Vec<u8>> = OnceLock::new();
     SENDER.get_or_init(|| {
-        let id = Identity::ephemeral();
+        let key = PrivateKeySigner::random();
         let question = Message::HubQuestion(HubQuestion {
             wallet: Default::default(),
             nonce: 7,
         });
-        let valid = seal(question, &id.peer_id(), &id.eth).expect("seal");
-        (id, valid)
+        seal(question, PEER, &key).expect("seal")
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (id, valid) = sender();
-    let peer = id.peer_id();
+    let valid = sender();
+    let peer = PEER;
     let limits = Limits::default();
     for topic in GOSSIP_TOPICS.iter().chain([&TOPIC_RPC]) {
-        let _ = open(data, topic, &peer, now_ms(), &limits);
+        let _ = open(data, topic, peer, now_ms(), &limits);
     }
     // Splice the input over a valid envelope so the fuzzer reaches the later checks.
     if let Some((&at, rest)) = data.split_first() {
@@ -36,6 +38,6 @@ fuzz_target!(|data: &[u8]| {
         for (b, d) in spliced[start..].iter_mut().zip(rest) {
             *b ^= d;
         }
-        let _ = open(&spliced, "sosna/reputation/1", &peer, now_ms(), &limits);
+        let _ = open(&spliced, "sosna/reputation/1", peer, now_ms(), &limits);
     }
 });

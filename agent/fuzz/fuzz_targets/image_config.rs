@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sosna_agent::runtime::spec::{build, ImageDefaults};
-use sosna_agent::runtime::TaskSpec;
+use sosna_runtime::spec::{build, ImageDefaults};
+use sosna_runtime::TaskSpec;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(image) = ImageDefaults::from_config(data) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sosna_agent::runtime::unpack::unpack_layer;
+use sosna_runtime::unpack::unpack_layer;
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("tempdir");

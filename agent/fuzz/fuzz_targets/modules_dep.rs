@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sosna_agent::kmod::{parse_list, DepGraph};
+use sosna_init::kmod::{parse_list, DepGraph};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

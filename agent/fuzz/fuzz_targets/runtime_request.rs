@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sosna_agent::runtime::api::Request;
+use sosna_runtime::api::Request;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Request::Run { task }) = serde_json::from_slice::<Request>(data) {

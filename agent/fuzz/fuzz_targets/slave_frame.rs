@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use sosna_agent::slave::frame::{decode_one, Decoder, Frame};
+use sosna_proto::slave::frame::{decode_one, Decoder, Frame};
 
 fn run(data: &[u8], chunk: usize) -> Vec<Result<Vec<u8>, String>> {
     let d = Decoder::new(4096);

@@ -2,7 +2,7 @@
 //! connection and over 16, against the floor of a raw TCP echo of the same request bytes
 //! driven the same way (same connections, same number of requests in flight).
 //!
-//! `cargo bench -p sosna-agent --bench slave` (options: `-- --secs N --window W --rounds R`;
+//! `cargo bench -p sosna-slave --bench slave` (options: `-- --secs N --window W --rounds R`;
 //! defaults 1 s, 16 calls in flight per connection, median of 3 alternating rounds). The
 //! server and the client each run on one thread. The last line is
 //! `BENCH slave calls_per_s=<c> floor_per_s=<f> ratio=<c/f>` for 16 connections.

@@ -6,14 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sosna::config::bus::BusConfig;
 use sosna::config::{Config, Role, DEFAULT_PATH, EXAMPLE};
-use sosna_bus::Identity;
-use sosna_init::power::{signal_for, PowerRequest};
-use sosna_market::miner::hubbook::{HubBook, BOOK_FILE};
-use sosna_proto::task::{NetworkMode, Restart};
-use sosna_runtime::api::{self, Request};
-use sosna_runtime::{shim, ContainerInfo, Outcome, TaskSpec};
+use sosna_init::power::PowerRequest;
+use sosna_runtime::shim;
+
+use cli::containers::{self, AgentSocket, RunArgs};
+use cli::update::UpdateAction;
+use cli::Blocking;
 
 #[derive(Parser)]
 #[command(
@@ -167,77 +166,6 @@ enum Command {
     Reboot,
 }
 
-#[derive(clap::Args)]
-struct AgentSocket {
-    /// The agent's control socket.
-    #[arg(long, env = "SOSNA_SOCKET", default_value = "/run/sosna/agent.sock")]
-    socket: PathBuf,
-}
-
-#[derive(clap::Args)]
-struct RunArgs {
-    image: String,
-    /// Program and arguments (default: the image's entrypoint and cmd).
-    #[arg(last = true)]
-    command: Vec<String>,
-    /// Print the id and return instead of waiting.
-    #[arg(long, short)]
-    detach: bool,
-    /// Extra environment, KEY=value.
-    #[arg(long, short)]
-    env: Vec<String>,
-    #[arg(long, short)]
-    workdir: Option<String>,
-    /// uid[:gid]
-    #[arg(long, short)]
-    user: Option<String>,
-    /// Memory limit, e.g. 64m, 1g (bytes without a suffix).
-    #[arg(long, short, value_parser = parse_size)]
-    memory: Option<u64>,
-    /// Most processes at once.
-    #[arg(long)]
-    pids: Option<i64>,
-    /// CPU quota as a number of CPUs, e.g. 0.5.
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// Kill the container after this many seconds.
-    #[arg(long)]
-    timeout: Option<u64>,
-    /// Let the container write to its root filesystem.
-    #[arg(long)]
-    writable: bool,
-    /// Writable tmpfs mounted at this path.
-    #[arg(long)]
-    tmpfs: Vec<String>,
-    /// never | on-failure | always
-    #[arg(long, default_value = "never", value_parser = parse_restart)]
-    restart: Restart,
-    /// none (loopback only) | nat (a veth to the host, NATed out of its uplink)
-    #[arg(long, default_value = "none")]
-    network: NetworkMode,
-    #[command(flatten)]
-    agent: AgentSocket,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let lower = s.to_ascii_lowercase();
-    let (num, mult) = match lower.trim_end_matches('b').chars().last() {
-        Some('k') => (&lower[..lower.find('k').unwrap_or(0)], 1u64 << 10),
-        Some('m') => (&lower[..lower.find('m').unwrap_or(0)], 1 << 20),
-        Some('g') => (&lower[..lower.find('g').unwrap_or(0)], 1 << 30),
-        _ => (lower.as_str(), 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size like 512k, 64m or 1g"))
-}
-
-fn parse_restart(s: &str) -> Result<Restart, String> {
-    serde_json::from_value(serde_json::Value::String(s.into()))
-        .map_err(|_| format!("{s:?}: expected never, on-failure or always"))
-}
-
 #[derive(Subcommand)]
 enum FleetAction {
     /// Sign a rollout notice for a bundle and publish it on sosna/updates/1 in waves,
@@ -252,34 +180,6 @@ enum HubAction {
     /// Create a HubWallet owned by this node's key through the HubFactory (which lists it
     /// in the Whitelist), fund it with a deposit, and print its address.
     Register(cli::market::RegisterArgs),
-}
-
-#[derive(Subcommand)]
-enum UpdateAction {
-    /// Install a signed RAUC bundle into the other slot (a path, or an http:// URL that
-    /// is downloaded with resume); the next boot tries it.
-    Install {
-        bundle: String,
-        /// Expected sha256 of the bundle (hex).
-        #[arg(long)]
-        sha256: Option<String>,
-        /// Do nothing if this bundle (by sha256) was installed before.
-        #[arg(long)]
-        once: bool,
-        /// Reboot into the new slot once installed.
-        #[arg(long, conflicts_with = "poweroff")]
-        reboot: bool,
-        /// Power off once installed.
-        #[arg(long)]
-        poweroff: bool,
-    },
-    /// Show this image's version and the slots as RAUC sees them.
-    Status,
-    /// Mark the booted slot good (keep it) or bad (fall back on the next boot).
-    Mark {
-        #[arg(value_parser = ["good", "bad"])]
-        state: String,
-    },
 }
 
 #[derive(Subcommand)]
@@ -328,110 +228,24 @@ fn main() -> anyhow::Result<()> {
             sosna_init::logging::init("warn");
             std::process::exit(shim::main(&dir));
         }
-        Command::Run(args) => std::process::exit(run_container(args)?),
-        Command::Ps { agent } => {
-            let v = call(&agent, Request::Ps {}).await_blocking()?;
-            let list: Vec<ContainerInfo> = serde_json::from_value(v)?;
-            println!(
-                "{:<16}  {:<8}  {:>8}  {:<28}  IMAGE",
-                "ID", "STATE", "RESTARTS", "OUTCOME"
-            );
-            for c in list {
-                let state = if c.running { "running" } else { "exited" };
-                let outcome = c.outcome.map(|o| o.to_string()).unwrap_or_default();
-                println!(
-                    "{:<16}  {state:<8}  {:>8}  {outcome:<28}  {}",
-                    c.id, c.restarts, c.image
-                );
-            }
-        }
-        Command::Logs { id, agent } => {
-            let v = call(&agent, Request::Logs { id }).await_blocking()?;
-            print!("{}", v["stdout"].as_str().unwrap_or_default());
-            eprint!("{}", v["stderr"].as_str().unwrap_or_default());
-        }
-        Command::Kill { id, signal, agent } => {
-            let hit = call(
-                &agent,
-                Request::Kill {
-                    id: id.clone(),
-                    signal,
-                },
-            )
-            .await_blocking()?;
-            if hit != serde_json::Value::Bool(true) {
-                anyhow::bail!("{id} is not running");
-            }
-        }
-        Command::Rm { id, force, agent } => {
-            call(&agent, Request::Rm { id, force }).await_blocking()?;
-        }
-        Command::Pull { reference, agent } => {
-            let v = call_with(&agent, Request::Pull { reference }, &mut |p| {
-                eprintln!("{p}");
-            })
-            .await_blocking()?;
-            println!("{}", v["manifest"].as_str().unwrap_or_default());
-        }
-        Command::Images { agent } => {
-            let v = call(&agent, Request::Images {}).await_blocking()?;
-            let list: Vec<sosna_runtime::store::ImageRecord> = serde_json::from_value(v)?;
-            println!("{:<12}  {:>10}  REFERENCE", "MANIFEST", "SIZE");
-            for i in list {
-                println!(
-                    "{:<12}  {:>10}  {}",
-                    i.manifest.short(),
-                    i.size,
-                    i.reference
-                );
-            }
-        }
-        Command::Rmi { reference, agent } => {
-            let had = call(
-                &agent,
-                Request::Rmi {
-                    reference: reference.clone(),
-                },
-            )
-            .await_blocking()?;
-            if had != serde_json::Value::Bool(true) {
-                anyhow::bail!("no image {reference}");
-            }
-        }
-        Command::Gc { agent } => {
-            let v = call(&agent, Request::Gc {}).await_blocking()?;
-            println!("{v}");
-        }
+        Command::Run(args) => std::process::exit(containers::run(args)?),
+        Command::Ps { agent } => containers::ps(&agent)?,
+        Command::Logs { id, agent } => containers::logs(&agent, id)?,
+        Command::Kill { id, signal, agent } => containers::kill(&agent, id, signal)?,
+        Command::Rm { id, force, agent } => containers::rm(&agent, id, force)?,
+        Command::Pull { reference, agent } => containers::pull(&agent, reference)?,
+        Command::Images { agent } => containers::images(&agent)?,
+        Command::Rmi { reference, agent } => containers::rmi(&agent, reference)?,
+        Command::Gc { agent } => containers::gc(&agent)?,
         Command::Call {
             locator,
             timeout,
             service,
             method,
             args,
-        } => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let timeout = std::time::Duration::from_secs(timeout);
-            let call = sosna_slave::client::call_cli(&locator, &service, &method, &args);
-            let lines = rt.block_on(async { tokio::time::timeout(timeout, call).await });
-            let lines = lines.with_context(|| format!("no reply within {timeout:?}"))??;
-            for line in lines {
-                println!("{line}");
-            }
-        }
-        Command::Hubs { config } => {
-            let state = BusConfig::state_dir(&Config::load(&config)?.state_dir);
-            let path = state.join(BOOK_FILE);
-            let book =
-                HubBook::load(&path).with_context(|| format!("hub book {}", path.display()))?;
-            print!("{}", book.render());
-        }
-        Command::BusId { config } => {
-            let state = BusConfig::state_dir(&Config::load(&config)?.state_dir);
-            let id = Identity::load_or_create(&state).context("bus identity")?;
-            println!("peer_id {}\naddress {}", id.peer_id(), id.address());
-        }
+        } => cli::slave::call(&locator, timeout, &service, &method, &args)?,
+        Command::Hubs { config } => cli::bus::hubs(&config)?,
+        Command::BusId { config } => cli::bus::bus_id(&config)?,
         Command::Hub {
             action: HubAction::Register(args),
         } => cli::market::register(args).await_blocking()?,
@@ -445,10 +259,10 @@ fn main() -> anyhow::Result<()> {
         Command::Fleet {
             action: FleetAction::Status(args),
         } => cli::fleet::status(args).await_blocking()?,
-        Command::Flash { image, device } => flash(&image, &device)?,
-        Command::Poweroff => ask_init(PowerRequest::Poweroff)?,
-        Command::Reboot => ask_init(PowerRequest::Reboot)?,
-        Command::Update { action } => update(action)?,
+        Command::Flash { image, device } => cli::flash::flash(&image, &device)?,
+        Command::Poweroff => cli::power::ask_init(PowerRequest::Poweroff)?,
+        Command::Reboot => cli::power::ask_init(PowerRequest::Reboot)?,
+        Command::Update { action } => cli::update::update(action)?,
         Command::RaucBackend { args } => {
             use sosna_ota::backend;
             let op = backend::Op::parse(&args)?;
@@ -462,146 +276,5 @@ fn main() -> anyhow::Result<()> {
             sosna_ota::backend::post_install(esp, &|k| std::env::var(k).ok())?;
         }
     }
-    Ok(())
-}
-
-fn update(action: UpdateAction) -> anyhow::Result<()> {
-    use sosna_ota::cli;
-    match action {
-        UpdateAction::Install {
-            bundle,
-            sha256,
-            once,
-            reboot,
-            poweroff,
-        } => {
-            let done = cli::install(&bundle, sha256.as_deref(), once).await_blocking()?;
-            if matches!(done, cli::Installed::Done { .. }) {
-                if reboot {
-                    ask_init(PowerRequest::Reboot)?;
-                } else if poweroff {
-                    ask_init(PowerRequest::Poweroff)?;
-                }
-            }
-        }
-        UpdateAction::Status => print!("{}", cli::status().await_blocking()?),
-        UpdateAction::Mark { state } => {
-            println!("{}", cli::mark(state == "good").await_blocking()?)
-        }
-    }
-    Ok(())
-}
-
-/// Runs a future on a small runtime: the CLI's calls are one request each.
-trait Blocking: std::future::Future + Sized {
-    fn await_blocking(self) -> Self::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-            .block_on(self)
-    }
-}
-impl<F: std::future::Future> Blocking for F {}
-
-async fn call(agent: &AgentSocket, req: Request) -> anyhow::Result<serde_json::Value> {
-    call_with(agent, req, &mut |_| {}).await
-}
-
-async fn call_with(
-    agent: &AgentSocket,
-    req: Request,
-    progress: &mut dyn FnMut(&serde_json::Value),
-) -> anyhow::Result<serde_json::Value> {
-    let mut client = api::Client::connect(&agent.socket).await?;
-    Ok(client.call(&req, progress).await?)
-}
-
-/// `sosna run`: returns the exit status to leave with.
-fn run_container(a: RunArgs) -> anyhow::Result<i32> {
-    let mut task = TaskSpec {
-        image: a.image,
-        args: a.command,
-        env: a.env,
-        workdir: a.workdir.unwrap_or_default(),
-        user: a.user.unwrap_or_default(),
-        timeout_secs: a.timeout.unwrap_or(0),
-        writable_rootfs: a.writable,
-        tmpfs: a.tmpfs,
-        restart: a.restart,
-        network: a.network,
-        ..Default::default()
-    };
-    if let Some(m) = a.memory {
-        task.resources.memory_bytes = m;
-    }
-    if let Some(p) = a.pids {
-        task.resources.pids = p;
-    }
-    if let Some(c) = a.cpus {
-        task.resources.cpus = c;
-    }
-    task.validate()?;
-    async {
-        let mut client = api::Client::connect(&a.agent.socket).await?;
-        let id = client.call(&Request::Run { task }, &mut |_| {}).await?;
-        let id = id.as_str().unwrap_or_default().to_string();
-        if a.detach {
-            println!("{id}");
-            return Ok(0);
-        }
-        let outcome = client
-            .call(&Request::Wait { id: id.clone() }, &mut |_| {})
-            .await?;
-        let outcome: Outcome = serde_json::from_value(outcome)?;
-        let logs = client
-            .call(&Request::Logs { id: id.clone() }, &mut |_| {})
-            .await?;
-        print!("{}", logs["stdout"].as_str().unwrap_or_default());
-        eprint!("{}", logs["stderr"].as_str().unwrap_or_default());
-        if let Some(e) = &outcome.error {
-            anyhow::bail!("container {id}: {e}");
-        }
-        if outcome.oom_killed || outcome.timed_out || outcome.signal.is_some() {
-            eprintln!("container {id}: {outcome}");
-        }
-        Ok(outcome
-            .exit_code
-            .unwrap_or_else(|| 128 + outcome.signal.unwrap_or(0)))
-    }
-    .await_blocking()
-}
-
-fn ask_init(req: PowerRequest) -> anyhow::Result<()> {
-    let comm = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
-    anyhow::ensure!(
-        comm.trim() == "sosna" || comm.trim() == "init",
-        "PID 1 is {:?}, not the sosna agent; refusing to signal it",
-        comm.trim()
-    );
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(1), signal_for(req))
-        .context("signal PID 1")?;
-    Ok(())
-}
-
-fn flash(image: &std::path::Path, device: &std::path::Path) -> anyhow::Result<()> {
-    let mut last = (String::new(), 0u64);
-    let r = sosna::flash::flash(image, device, &mut |phase, done, total| {
-        // One line per phase and 10 %, not per chunk.
-        let tenth = done * 10 / total.max(1);
-        if (phase, tenth) != (last.0.as_str(), last.1) {
-            eprintln!("{phase} {:>3} % ({done} of {total} bytes)", tenth * 10);
-            last = (phase.to_owned(), tenth);
-        }
-    })
-    .with_context(|| format!("flash {} to {}", image.display(), device.display()))?;
-    println!(
-        "flashed {} bytes to {} in {:.1} s, verified in {:.1} s, sha256 {}",
-        r.bytes,
-        device.display(),
-        r.write_time.as_secs_f64(),
-        r.verify_time.as_secs_f64(),
-        r.sha256
-    );
     Ok(())
 }

@@ -156,14 +156,21 @@ pub async fn start(
             // Results are signed for the Verification contract, so work needs the chain.
             let worker = runtime.zip(deployment).map(|(rt, d)| {
                 let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
-                sosna_market::miner::worker::Worker::new(
+                let worker = sosna_market::miner::worker::Worker::new(
                     bus.clone(),
                     rt,
                     identity.eth.clone(),
                     sosna_proto::attest::domain(d.chain_id, d.verification),
                     slots,
-                    cfg.test_fault_wrong_result,
-                )
+                );
+                #[cfg(feature = "fault-injection")]
+                let worker = if cfg.test_fault_wrong_result {
+                    tracing::warn!("market: fault injection: this miner forges its results");
+                    worker.forging()
+                } else {
+                    worker
+                };
+                worker
             });
             tokio::spawn(miner::run_with_worker(
                 bus, events, chain, settings, worker, stop_rx,

@@ -20,7 +20,7 @@ fn write_config(dir: &Path, name: &str, role: &str, bus: &str) -> std::path::Pat
     let state = dir.join(name);
     let path = dir.join(format!("{name}.toml"));
     let text = format!(
-        "role = \"{role}\"\nstate_dir = \"{}\"\n[log]\nlevel = \"info,sosna_agent=debug\"\n\
+        "role = \"{role}\"\nstate_dir = \"{}\"\n[log]\nlevel = \"info,sosna=debug,sosna_bus=debug,sosna_market=debug\"\n\
          [runtime]\nenabled = false\n[slave]\nenabled = false\n{bus}",
         state.display()
     );

@@ -177,8 +177,8 @@ impl Market {
             node.identity.eth.clone(),
             attest::domain(d.chain_id, d.verification),
             1,
-            cheat,
         );
+        let worker = if cheat { worker.forging() } else { worker };
         let book = self.book(i);
         let settings = MinerSettings {
             strict_whitelist: false,

@@ -118,8 +118,8 @@ async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
             node.identity.eth.clone(),
             domain.clone(),
             1,
-            cheat,
         );
+        let worker = if cheat { worker.forging() } else { worker };
         let book_path = dir.path().join(format!("m{i}")).join(BOOK_FILE);
         let settings = MinerSettings {
             strict_whitelist: false,

@@ -88,7 +88,7 @@ fn main() {
     let shim = std::env::current_exe().unwrap().with_file_name("sosna");
     assert!(
         shim.exists(),
-        "{} missing: cargo build --release -p sosna-agent",
+        "{} missing: cargo build --release -p sosna",
         shim.display()
     );
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,6 @@ use sosna_proto::attest;
 use sosna_proto::bus::messages::{
     Request, Response, TaskOffer, TaskOutcome, TaskReport, MAX_RESULT,
 };
-use sosna_proto::result::ResultBundle;
 use sosna_proto::task::TaskSpec;
 use sosna_runtime::Runtime;
 
@@ -30,7 +29,8 @@ pub struct Worker {
     key: PrivateKeySigner,
     domain: Eip712Domain,
     slots: Arc<Semaphore>,
-    /// Test-only fault injection: report a wrong result (a cheating miner).
+    /// Fault injection for test images: report a wrong result (a cheating miner).
+    #[cfg(feature = "fault-injection")]
     cheat: bool,
 }
 
@@ -41,7 +41,6 @@ impl Worker {
         key: PrivateKeySigner,
         domain: Eip712Domain,
         slots: usize,
-        cheat: bool,
     ) -> Worker {
         Worker {
             bus,
@@ -49,8 +48,16 @@ impl Worker {
             key,
             domain,
             slots: Arc::new(Semaphore::new(slots.max(1))),
-            cheat,
+            #[cfg(feature = "fault-injection")]
+            cheat: false,
         }
+    }
+
+    /// Fault injection for test images: this worker forges every result it reports.
+    #[cfg(feature = "fault-injection")]
+    pub fn forging(mut self) -> Worker {
+        self.cheat = true;
+        self
     }
 
     /// Takes or refuses `offer` from the hub at `hub`; a taken offer runs in the
@@ -95,6 +102,7 @@ impl Worker {
 
     async fn run(&self, offer: &TaskOffer, spec: TaskSpec) -> TaskOutcome {
         tracing::info!("market: running unit {} ({})", offer.unit.id, spec.image);
+        #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
         let mut bundle = match execute(&self.runtime, spec).await {
             Ok(b) => b,
             Err(e) => return TaskOutcome::Failed(e.to_string()),
@@ -102,8 +110,9 @@ impl Worker {
         if bundle.stdout.len() > MAX_RESULT {
             return TaskOutcome::Failed(format!("result longer than {MAX_RESULT} bytes"));
         }
+        #[cfg(feature = "fault-injection")]
         if self.cheat {
-            bundle = ResultBundle {
+            bundle = sosna_proto::result::ResultBundle {
                 exit_code: bundle.exit_code,
                 stdout: b"forged result\n".to_vec(),
             };

@@ -42,7 +42,9 @@ pub struct BusConfig {
     /// Miners with a chain: micro-SNM kept staked with Verification, the bond a proven
     /// wrong result forfeits (hubs may prefer staked miners). 0 stakes nothing.
     pub stake: u64,
-    /// Test only: report a forged result for every task (a cheating miner).
+    /// Test images only (the `fault-injection` feature): report a forged result for every
+    /// task (a cheating miner). Images built for users reject the field as unknown.
+    #[cfg(feature = "fault-injection")]
     pub test_fault_wrong_result: bool,
     pub hub: HubConfig,
 }
@@ -64,6 +66,7 @@ impl Default for BusConfig {
             chain_poll_secs: 15,
             ask_every_secs: 60,
             stake: 0,
+            #[cfg(feature = "fault-injection")]
             test_fault_wrong_result: false,
             hub: HubConfig::default(),
         }
