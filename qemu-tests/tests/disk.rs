@@ -12,18 +12,20 @@ use sosna_qemu_tests::{Arch, Ready};
 const BOOT: Duration = Duration::from_secs(240);
 const ESP_OFFSET: u64 = 1 << 20;
 
-fn disk() -> Option<Disk> {
-    if Arch::from_env() != Arch::X86_64 {
-        eprintln!("skipping: the disk image is built for x86_64 only");
-        return None;
-    }
-    Some(Disk::built().expect("disk image (./image/build.sh x86_64)"))
+fn disk() -> Disk {
+    assert_eq!(
+        Arch::from_env(),
+        Arch::X86_64,
+        "the disk image is built for x86_64 only until the hardware issue (21) brings it to \
+         aarch64; ./dev test leaves this test out on aarch64"
+    );
+    Disk::built().expect("disk image (./image/build.sh x86_64)")
 }
 
 /// Also the first boot on a device bigger than the image: the state partition grows.
 #[test]
 fn test_fresh_disk_boots_slot_a_to_ready() {
-    let Some(disk) = disk() else { return };
+    let disk = disk();
     let copy = DiskCopy::new(&disk).unwrap();
     copy.enlarge(64 << 20).unwrap();
     let mut vm = DiskVm::boot(&disk, &copy).unwrap();
@@ -74,7 +76,7 @@ fn test_fresh_disk_boots_slot_a_to_ready() {
 
 #[test]
 fn test_corrupt_root_is_refused_and_the_other_slot_boots() {
-    let Some(disk) = disk() else { return };
+    let disk = disk();
     let copy = DiskCopy::new(&disk).unwrap();
     // Flip one 4 KiB block in the middle of slot A's erofs data.
     let data = disk.number("disk_root_data_bytes").unwrap();

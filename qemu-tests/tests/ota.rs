@@ -22,14 +22,16 @@ const ESP_OFFSET: u64 = 1 << 20;
 const CONFIG: &str = "sosna/config.toml";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-fn setup(flavor: &str) -> Option<(Disk, Bundle)> {
-    if Arch::from_env() != Arch::X86_64 {
-        eprintln!("skipping: the disk image is built for x86_64 only");
-        return None;
-    }
+fn setup(flavor: &str) -> (Disk, Bundle) {
+    assert_eq!(
+        Arch::from_env(),
+        Arch::X86_64,
+        "the disk image is built for x86_64 only until the hardware issue (21) brings it to \
+         aarch64; ./dev test leaves this test out on aarch64"
+    );
     let disk = Disk::built().expect("disk image (./image/build.sh x86_64)");
     let bundle = Bundle::built(&disk, flavor).expect("OTA test bundles (./dev test builds them)");
-    Some((disk, bundle))
+    (disk, bundle)
 }
 
 /// The image flashed onto a 256 MiB bigger device: the state partition grows over it on
@@ -99,9 +101,7 @@ fn partition_digest(disk: &Disk, path: &std::path::Path, key: &str) -> String {
 /// reports the new version. Prints the install+reboot time the benchmark reads.
 #[test]
 fn test_update_boots_b_and_marks_it_good() {
-    let Some((disk, bundle)) = setup("ota2") else {
-        return;
-    };
+    let (disk, bundle) = setup("ota2");
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
     let copy = device(&disk);
     install_on_boot(&copy, &server, &bundle, &["--reboot"]);
@@ -156,9 +156,7 @@ fn test_update_boots_b_and_marks_it_good() {
 /// written: the slots, the boot entries and root-B stay as they were.
 #[test]
 fn test_untrusted_bundle_is_refused() {
-    let Some((disk, bundle)) = setup("untrusted") else {
-        return;
-    };
+    let (disk, bundle) = setup("untrusted");
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
     let copy = device(&disk);
     let before = partition_digest(&disk, &copy.disk, "disk_root_offset_b");
@@ -190,9 +188,7 @@ fn test_untrusted_bundle_is_refused() {
 /// systemd-boot goes back to A by itself.
 #[test]
 fn test_unhealthy_update_falls_back_to_a() {
-    let Some((disk, bundle)) = setup("otabad") else {
-        return;
-    };
+    let (disk, bundle) = setup("otabad");
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
     let copy = device(&disk);
     install_on_boot(&copy, &server, &bundle, &["--reboot"]);
@@ -217,9 +213,7 @@ fn test_unhealthy_update_falls_back_to_a() {
 /// out systemd-boot starts A again, which comes up healthy.
 #[test]
 fn test_hanging_update_is_reset_until_a_boots_again() {
-    let Some((disk, bundle)) = setup("otahang") else {
-        return;
-    };
+    let (disk, bundle) = setup("otahang");
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
     let copy = device(&disk);
     install_on_boot(&copy, &server, &bundle, &["--reboot"]);
@@ -249,9 +243,7 @@ fn test_hanging_update_is_reset_until_a_boots_again() {
 /// (d) Power cut while RAUC writes slot B: the next boot is A, healthy.
 #[test]
 fn test_killed_mid_install_boots_a() {
-    let Some((disk, bundle)) = setup("ota2") else {
-        return;
-    };
+    let (disk, bundle) = setup("ota2");
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
     let copy = device(&disk);
     let config = copy.esp_read(ESP_OFFSET, CONFIG).unwrap();
@@ -277,9 +269,7 @@ fn test_killed_mid_install_boots_a() {
 /// it in the early stage, B is refused, and the device stays on A.
 #[test]
 fn test_corrupt_new_root_is_refused_and_a_stays() {
-    let Some((disk, bundle)) = setup("ota2") else {
-        return;
-    };
+    let (disk, bundle) = setup("ota2");
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
     let copy = device(&disk);
     let config = copy.esp_read(ESP_OFFSET, CONFIG).unwrap();

@@ -28,10 +28,12 @@ fn free_port() -> u16 {
 
 #[test]
 fn test_a_published_rollout_updates_the_device_and_hears_it_is_good() {
-    if Arch::from_env() != Arch::X86_64 {
-        eprintln!("skipping: the disk image is built for x86_64 only");
-        return;
-    }
+    assert_eq!(
+        Arch::from_env(),
+        Arch::X86_64,
+        "the disk image is built for x86_64 only until the hardware issue (21) brings it to \
+         aarch64; ./dev test leaves this test out on aarch64"
+    );
     let disk = Disk::built().expect("disk image (./image/build.sh x86_64)");
     let bundle = Bundle::built(&disk, "ota2").expect("OTA test bundles (./dev test builds them)");
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();

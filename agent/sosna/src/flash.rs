@@ -356,10 +356,11 @@ mod tests {
             .output();
         let dev = match out {
             Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            _ => {
-                eprintln!("skipping: no loop device here (needs root and losetup)");
-                return;
-            }
+            Ok(o) => panic!(
+                "this test needs a loop device (root and losetup, as ./dev test has): {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("this test needs losetup: {e}"),
         };
         let r = flash(&img, Path::new(&dev), &mut |_, _, _| {});
         let _ = std::process::Command::new("losetup")

@@ -21,14 +21,6 @@ const APPLETS: &[&str] = &[
     "unshare", "true", "false", "grep", "pwd", "env", "id", "uname", "dd", "touch", "nc", "ip",
 ];
 
-fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED: container tests need root");
-    false
-}
-
 fn busybox() -> Vec<u8> {
     std::fs::read("/bin/busybox").expect("busybox-static is installed (./dev deps)")
 }
@@ -206,9 +198,7 @@ impl Drop for Fixture {
 
 #[test]
 fn runs_with_exit_code_env_args_workdir_and_user() {
-    if !root() {
-        return;
-    }
+    sosna_testkit::require::root();
     let f = Fixture::new("");
     let mut t = f.task(&["sh", "-c", "echo $FOO $FROM_IMAGE; pwd; id -u; exit 7"]);
     t.env = vec!["FOO=bar".into()];
@@ -233,9 +223,7 @@ fn runs_with_exit_code_env_args_workdir_and_user() {
 
 #[test]
 fn memory_limit_ends_in_a_reported_oom_kill() {
-    if !root() {
-        return;
-    }
+    sosna_testkit::require::root();
     let f = Fixture::new("");
     let mut t = f.task(&[
         "sh",
@@ -252,9 +240,7 @@ fn memory_limit_ends_in_a_reported_oom_kill() {
 
 #[test]
 fn pids_limit_stops_fork_bombs_and_timeout_kills() {
-    if !root() {
-        return;
-    }
+    sosna_testkit::require::root();
     let f = Fixture::new("");
     let mut t = f.task(&["sh", "-c", "for i in $(seq 40); do sleep 5 & done; wait"]);
     t.resources.pids = 10;
@@ -273,9 +259,7 @@ fn pids_limit_stops_fork_bombs_and_timeout_kills() {
 
 #[test]
 fn containers_are_isolated_and_confined() {
-    if !root() {
-        return;
-    }
+    sosna_testkit::require::root();
     // The kernel lets an unconfined process make a user namespace, so a failure inside is
     // the container's seccomp profile at work.
     let host = Command::new("/bin/busybox")
@@ -315,9 +299,7 @@ fn containers_are_isolated_and_confined() {
 
 #[test]
 fn two_containers_at_once_then_kill_rm_restart_and_logs_cap() {
-    if !root() {
-        return;
-    }
+    sosna_testkit::require::root();
     let f = Fixture::new("log_cap_bytes = 1000");
     let a = f.start(f.task(&["sleep", "60"]));
     let b = f.start(f.task(&["sleep", "60"]));
@@ -387,9 +369,7 @@ fn two_containers_at_once_then_kill_rm_restart_and_logs_cap() {
 
 #[test]
 fn bad_references_and_registry_faults_are_clear_and_leave_nothing() {
-    if !root() {
-        return;
-    }
+    sosna_testkit::require::root();
     let mut f = Fixture::new("");
     let reg = f.registry.host();
     let expect_err = |f: &Fixture, image: String, needle: &str| {
@@ -447,9 +427,7 @@ fn bad_references_and_registry_faults_are_clear_and_leave_nothing() {
 
 #[test]
 fn pull_resumes_images_list_gc_and_cli() {
-    if !root() {
-        return;
-    }
+    sosna_testkit::require::root();
     let f = Fixture::new("");
     // Half of the layer is already on disk from an interrupted pull.
     let (layer, _) = busybox_layer(busybox(), APPLETS).finish();
@@ -563,9 +541,7 @@ fn multi_arch_index_resolves_to_the_requested_platform() {
 /// The Slave protocol's `node` service drives the same runtime: apps are named containers.
 #[test]
 fn node_service_starts_lists_and_stops_apps() {
-    if !root() {
-        return;
-    }
+    sosna_testkit::require::root();
     let f = Fixture::new("");
     let call = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_sosna"))
@@ -709,9 +685,7 @@ fn echo_from_host(addr: &str, port: u16) -> String {
 
 #[test]
 fn nat_reaches_the_internet_but_not_the_host_or_private_networks() {
-    if !root() {
-        return;
-    }
+    sosna_testkit::require::root();
     let outside = Outside::new();
     // A service of the host's own, on all of its addresses.
     let host_port = 7008;
