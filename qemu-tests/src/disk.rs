@@ -1,18 +1,14 @@
 //! Booting the flashable disk image (`target/image/x86_64/disk.img`) the way a PC does:
-//! OVMF firmware, systemd-boot, a slot's unified kernel image, the early-boot stage. Unlike
-//! [`crate::Vm`] the guest may reboot (slot fallback is a reboot), so the console of every
-//! boot accumulates in one log.
+//! OVMF firmware, systemd-boot, a slot's unified kernel image, the early-boot stage, as a
+//! [`Vm`] ([`Vm::boot_disk`]). The guest may reboot (slot fallback is a reboot), so the
+//! console of every boot accumulates in one log.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::{accel, complete_line, pump, Console, HarnessError, Image};
+use crate::{accel, HarnessError, Image, Vm};
 
 /// Debian's `ovmf`: firmware code (read-only) and the template for per-VM variables.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
@@ -167,17 +163,10 @@ impl DiskCopy {
     }
 }
 
-/// A PC (OVMF, virtio disk, user network) booting a [`DiskCopy`]. Reboots stay in the same
-/// qemu process; dropping it kills qemu, and a failing test gets the console dumped.
-pub struct DiskVm {
-    child: Child,
-    console: Console,
-    pumps_done: Arc<AtomicUsize>,
-    started: Instant,
-}
-
-impl DiskVm {
-    pub fn boot(disk: &Disk, copy: &DiskCopy) -> Result<DiskVm, HarnessError> {
+impl Vm {
+    /// A PC (OVMF, virtio disk, user network, watchdog) booting a [`DiskCopy`]. Reboots stay
+    /// in the same qemu process, so the console of every boot accumulates.
+    pub fn boot_disk(disk: &Disk, copy: &DiskCopy) -> Result<Vm, HarnessError> {
         let vars = copy.dir.path().join("vars.fd");
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-accel", accel(&disk.image), "-M", "pc", "-m", "512"])
@@ -198,145 +187,7 @@ impl DiskVm {
             .args(["-device", "i6300esb", "-action", "watchdog=reset"])
             // No option ROM: the firmware must not try a network boot.
             .args(["-netdev", "user,id=n0"])
-            .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(io("spawn qemu-system-x86_64"))?;
-        let console: Console = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let pumps_done = Arc::new(AtomicUsize::new(0));
-        let streams: [Option<Box<dyn Read + Send>>; 2] = [
-            child.stdout.take().map(|s| Box::new(s) as _),
-            child.stderr.take().map(|s| Box::new(s) as _),
-        ];
-        for stream in streams.into_iter().flatten() {
-            let (console, done) = (console.clone(), pumps_done.clone());
-            std::thread::spawn(move || pump(stream, console, done));
-        }
-        Ok(DiskVm {
-            child,
-            console,
-            pumps_done,
-            started: Instant::now(),
-        })
-    }
-
-    pub fn console(&self) -> String {
-        self.console.0.lock().unwrap().clone()
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// Waits for a complete console line containing `needle` (from any boot so far).
-    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, HarnessError> {
-        let what = format!("{needle:?} on the console");
-        let deadline = Instant::now() + timeout;
-        let (lock, cvar) = &*self.console;
-        let mut text = lock.lock().unwrap();
-        loop {
-            if let Some(line) = complete_line(&text, needle) {
-                return Ok(line.to_owned());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                if self.pumps_done.load(Ordering::Acquire) >= 2 {
-                    return Err(HarnessError::Exited { what, status });
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(HarnessError::Timeout {
-                    what,
-                    after: timeout,
-                });
-            }
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            text = cvar.wait_timeout(text, wait).unwrap().0;
-        }
-    }
-
-    /// Waits until `n` complete console lines contain `needle` (counting every boot so
-    /// far); returns the last of them.
-    pub fn wait_for_nth(
-        &mut self,
-        needle: &str,
-        n: usize,
-        timeout: Duration,
-    ) -> Result<String, HarnessError> {
-        let what = format!("{needle:?} {n} times on the console");
-        let deadline = Instant::now() + timeout;
-        let (lock, cvar) = &*self.console;
-        let mut text = lock.lock().unwrap();
-        loop {
-            let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-            if let Some(line) = complete.lines().filter(|l| l.contains(needle)).nth(n - 1) {
-                return Ok(line.to_owned());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                if self.pumps_done.load(Ordering::Acquire) >= 2 {
-                    return Err(HarnessError::Exited { what, status });
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(HarnessError::Timeout {
-                    what,
-                    after: timeout,
-                });
-            }
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            text = cvar.wait_timeout(text, wait).unwrap().0;
-        }
-    }
-
-    /// Waits for qemu to exit by itself (the guest powered off).
-    pub fn wait_exit(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<std::process::ExitStatus, HarnessError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().map_err(io("wait for qemu"))? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                return Err(HarnessError::Timeout {
-                    what: "qemu to exit".into(),
-                    after: timeout,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Stops qemu (SIGTERM, then SIGKILL) and waits for it, so the disk copy is quiet.
-    pub fn stop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let group = -(self.child.id() as i32);
-            // SAFETY: signalling our own child's process group; no memory involved.
-            unsafe { libc::kill(group, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // SAFETY: as above.
-            unsafe { libc::kill(group, libc::SIGKILL) };
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for DiskVm {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!(
-                "----- guest console ({:.1} s) -----\n{}\n----- end of console -----",
-                self.started.elapsed().as_secs_f64(),
-                self.console()
-            );
-        }
+            .args(["-device", "virtio-net-pci,netdev=n0,romfile="]);
+        Vm::spawn(cmd, "qemu-system-x86_64", None)
     }
 }

@@ -323,14 +323,16 @@ fn kvm_probe(image: &Image) -> bool {
 
 pub(crate) type Console = Arc<(Mutex<String>, Condvar)>;
 
-/// A running VM. Dropping it kills qemu; a test that panicked gets the console dumped.
+/// A running VM, booted directly ([`Vm::boot`]: kernel + initramfs) or from the disk image
+/// ([`Vm::boot_disk`](crate::disk)). Dropping it kills qemu; a test that panicked gets the
+/// console dumped.
 pub struct Vm {
     child: Child,
     console: Console,
     qmp: Option<Qmp>,
     /// Output pump threads (stdout, stderr) that have reached EOF.
     pumps_done: Arc<AtomicUsize>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     started: Instant,
 }
 
@@ -375,42 +377,43 @@ impl Vm {
                 "virtio-net-pci,netdev=n{i},romfile=,mac=52:54:00:12:{i:02x}:{mac:02x}"
             ));
         }
-        // Own process group, so Drop can kill qemu and anything it forked.
+        let mut vm = Vm::spawn(cmd, arch.qemu(), Some(dir))?;
+        vm.qmp = Some(Qmp::connect(&qmp_path, &mut vm.child)?);
+        Ok(vm)
+    }
+
+    /// Starts `cmd` (a qemu command line with the serial console on stdio) in its own
+    /// process group, so Drop can kill qemu and anything it forked, and collects its output.
+    pub(crate) fn spawn(
+        mut cmd: Command,
+        program: &str,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<Vm, HarnessError> {
         cmd.process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
-            .map_err(io(format!("spawn {} (./dev deps)", arch.qemu())))?;
+            .map_err(io(format!("spawn {program} (./dev deps)")))?;
         let console: Console = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let pumps_done = Arc::new(AtomicUsize::new(0));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        let streams: [Option<Box<dyn Read + Send>>; 2] = [
+            child.stdout.take().map(|s| Box::new(s) as _),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ];
+        for stream in streams.into_iter().flatten() {
             let (console, done) = (console.clone(), pumps_done.clone());
             std::thread::spawn(move || pump(stream, console, done));
         }
-        let mut vm = Vm {
+        Ok(Vm {
             child,
             console,
             qmp: None,
             pumps_done,
             _dir: dir,
             started: Instant::now(),
-        };
-        vm.qmp = Some(Qmp::connect(&qmp_path, &mut vm.child)?);
-        Ok(vm)
+        })
     }
 
     /// Everything the console printed so far.
@@ -474,6 +477,19 @@ impl Vm {
         Ok(complete_line(&text, needle).unwrap_or_default().to_owned())
     }
 
+    /// Waits until `n` complete console lines contain `needle` (counting every boot so
+    /// far, for a guest that reboots); returns the last of them.
+    pub fn wait_for_nth(
+        &mut self,
+        needle: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<String, HarnessError> {
+        let what = format!("{needle:?} {n} times on the console");
+        let text = self.wait_until(&what, timeout, |t| nth_line(t, needle, n).is_some())?;
+        Ok(nth_line(&text, needle, n).unwrap_or_default().to_owned())
+    }
+
     /// Sends one QMP command and returns its `return` value.
     pub fn qmp(&mut self, command: &str, args: Value) -> Result<Value, HarnessError> {
         self.qmp
@@ -514,6 +530,15 @@ impl Vm {
     }
 }
 
+/// The `n`th (from 1) newline-terminated line of `text` that contains `needle`.
+fn nth_line<'t>(text: &'t str, needle: &str, n: usize) -> Option<&'t str> {
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter(|l| l.contains(needle))
+        .nth(n.checked_sub(1)?)
+}
+
 /// The first newline-terminated line of `text` that contains `needle`.
 pub(crate) fn complete_line<'t>(text: &'t str, needle: &str) -> Option<&'t str> {
     text.split_inclusive('\n')
@@ -540,8 +565,9 @@ pub(crate) fn pump(mut stream: Box<dyn Read + Send>, console: Console, done: Arc
     cvar.notify_all();
 }
 
-impl Drop for Vm {
-    fn drop(&mut self) {
+impl Vm {
+    /// Stops qemu (SIGTERM, then SIGKILL) and waits for it, so its disk is quiet.
+    pub fn stop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             let group = -(self.child.id() as i32);
             // SAFETY: signalling our own child's process group; no memory involved.
@@ -554,6 +580,12 @@ impl Drop for Vm {
             unsafe { libc::kill(group, libc::SIGKILL) };
             let _ = self.child.wait();
         }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.stop();
         if std::thread::panicking() {
             eprintln!(
                 "----- guest console ({:.1} s) -----\n{}\n----- end of console -----",

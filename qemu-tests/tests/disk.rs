@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use sosna_qemu_tests::disk::{Disk, DiskCopy, DiskVm};
-use sosna_qemu_tests::{Arch, Ready};
+use sosna_qemu_tests::disk::{Disk, DiskCopy};
+use sosna_qemu_tests::{Arch, Ready, Vm};
 
 /// Firmware, boot loader and an early stage that reads the whole root, all under TCG on
 /// a shared 2-core machine. Waits end as soon as the line appears.
@@ -28,7 +28,7 @@ fn test_fresh_disk_boots_slot_a_to_ready() {
     let disk = disk();
     let copy = DiskCopy::new(&disk).unwrap();
     copy.enlarge(64 << 20).unwrap();
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     let line = vm.wait_for("SOSNA READY", BOOT).unwrap();
     let ready = Ready::parse(&line).unwrap_or_else(|| panic!("malformed ready line {line:?}"));
     assert_eq!(ready.version, env!("CARGO_PKG_VERSION"));
@@ -82,7 +82,7 @@ fn test_corrupt_root_is_refused_and_the_other_slot_boots() {
     let data = disk.number("disk_root_data_bytes").unwrap();
     let offset = disk.number("disk_root_offset_a").unwrap() + (data / 2 / 4096) * 4096;
     copy.corrupt(offset, 4096).unwrap();
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     let refused = vm.wait_for("SLOT a REFUSED", BOOT).unwrap();
     assert!(
         refused.contains("root failed verification"),

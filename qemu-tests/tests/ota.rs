@@ -10,9 +10,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use sosna_init::boot::bootslot::Entry;
-use sosna_qemu_tests::disk::{Disk, DiskCopy, DiskVm};
+use sosna_qemu_tests::disk::{Disk, DiskCopy};
 use sosna_qemu_tests::ota::{Bundle, FileServer};
-use sosna_qemu_tests::Arch;
+use sosna_qemu_tests::{Arch, Vm};
 
 /// Firmware, boot loader, early stage and agent under TCG on a shared 2-core machine.
 const BOOT: Duration = Duration::from_secs(240);
@@ -106,7 +106,7 @@ fn test_update_boots_b_and_marks_it_good() {
     let copy = device(&disk);
     install_on_boot(&copy, &server, &bundle, &["--reboot"]);
     status_on_boot(&copy);
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     vm.wait_for(
         &format!("SOSNA OTA slot=a version={VERSION} state=good"),
         BOOT,
@@ -161,7 +161,7 @@ fn test_untrusted_bundle_is_refused() {
     let copy = device(&disk);
     let before = partition_digest(&disk, &copy.disk, "disk_root_offset_b");
     install_on_boot(&copy, &server, &bundle, &["--reboot"]);
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     vm.wait_for("SOSNA OTA slot=a", BOOT).unwrap();
     let refused = vm.wait_for("RAUC install failed", INSTALL).unwrap();
     assert!(
@@ -192,7 +192,7 @@ fn test_unhealthy_update_falls_back_to_a() {
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
     let copy = device(&disk);
     install_on_boot(&copy, &server, &bundle, &["--reboot"]);
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     vm.wait_for("update: installed bundle", BOOT + INSTALL)
         .unwrap();
     let bad = vm.wait_for("SOSNA OTA slot=b", BOOT).unwrap();
@@ -217,7 +217,7 @@ fn test_hanging_update_is_reset_until_a_boots_again() {
     let server = FileServer::serve(bundle.path.parent().unwrap()).unwrap();
     let copy = device(&disk);
     install_on_boot(&copy, &server, &bundle, &["--reboot"]);
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     vm.wait_for("update: installed bundle", BOOT + INSTALL)
         .unwrap();
     for attempt in 1..=sosna_init::boot::bootslot::TRIES as usize {
@@ -248,13 +248,13 @@ fn test_killed_mid_install_boots_a() {
     let copy = device(&disk);
     let config = copy.esp_read(ESP_OFFSET, CONFIG).unwrap();
     install_on_boot(&copy, &server, &bundle, &["--reboot"]);
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     vm.wait_for("Copying image to rootfs.1", BOOT + INSTALL)
         .unwrap();
     vm.stop();
     // Back to the shipped provisioning file, so the next boot does not install again.
     copy.esp_write(ESP_OFFSET, CONFIG, &config).unwrap();
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     let line = vm.wait_for("SOSNA OTA slot=", BOOT).unwrap();
     assert!(
         line.contains(&format!("slot=a version={VERSION} state=good")),
@@ -274,7 +274,7 @@ fn test_corrupt_new_root_is_refused_and_a_stays() {
     let copy = device(&disk);
     let config = copy.esp_read(ESP_OFFSET, CONFIG).unwrap();
     install_on_boot(&copy, &server, &bundle, &["--poweroff"]);
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     vm.wait_for("update: installed bundle", BOOT + INSTALL)
         .unwrap();
     vm.wait_exit(BOOT).unwrap();
@@ -282,7 +282,7 @@ fn test_corrupt_new_root_is_refused_and_a_stays() {
     copy.corrupt(disk.number("disk_root_offset_b").unwrap() + (1 << 20), 4096)
         .unwrap();
     copy.esp_write(ESP_OFFSET, CONFIG, &config).unwrap();
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     let refused = vm.wait_for("SLOT b REFUSED", BOOT).unwrap();
     assert!(refused.contains("root failed verification"), "{refused}");
     let line = vm.wait_for("SOSNA OTA slot=", BOOT).unwrap();

@@ -8,10 +8,10 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sosna_qemu_tests::disk::{Disk, DiskCopy, DiskVm};
+use sosna_qemu_tests::disk::{Disk, DiskCopy};
 use sosna_qemu_tests::fleet::host_agent;
 use sosna_qemu_tests::ota::{Bundle, FileServer};
-use sosna_qemu_tests::Arch;
+use sosna_qemu_tests::{Arch, Vm};
 
 const BOOT: Duration = Duration::from_secs(240);
 /// Boot, download, install, reboot and health check, under TCG on a shared machine.
@@ -78,7 +78,7 @@ fn test_a_published_rollout_updates_the_device_and_hears_it_is_good() {
         ),
     )
     .unwrap();
-    let mut vm = DiskVm::boot(&disk, &copy).unwrap();
+    let mut vm = Vm::boot_disk(&disk, &copy).unwrap();
     vm.wait_for("SOSNA OTA slot=a", BOOT).unwrap();
 
     let url = server.guest_url(bundle.path.file_name().unwrap().to_str().unwrap());

@@ -2,9 +2,8 @@
 //! Ethereum key that signs envelopes (and owns a hub's wallet). Files are created 0600 and
 //! their contents never reach a log: [`Identity`]'s `Debug` shows only public parts.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use alloy_primitives::{Address, B256};
@@ -141,21 +140,10 @@ fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
 /// Writes a key file 0600 from the start (never world-readable, even briefly), then
 /// renames it into place so a crash leaves either no key or a whole one.
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io {
+    sosna_durable::write_secret(path, bytes).map_err(|source| IdentityError::Io {
         path: path.to_owned(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 #[cfg(test)]

@@ -7,18 +7,16 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use alloy_primitives::{Address, B256, U256};
-use alloy_provider::{DynProvider, Provider};
+use alloy_provider::DynProvider;
 use alloy_rpc_types_eth::{Filter, Log};
 use alloy_sol_types::SolEvent;
 use serde::{Deserialize, Serialize};
 use sosna_contracts::{Deployment, IMarket, IWhitelist, ISNM};
 
-use super::ChainError;
+use super::{logs, ChainError};
 
 pub const EVENTS_FILE: &str = "events.jsonl";
 pub const CHECKPOINT_FILE: &str = "index.json";
-/// Blocks per eth_getLogs request; public endpoints cap the range.
-const CHUNK_BLOCKS: u64 = 2_000;
 
 /// What happened, in the terms the roles care about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,24 +139,15 @@ impl Indexer {
     /// stored. Events are written before the checkpoint moves, so a crash in between
     /// re-reads a range: readers drop duplicates by (block, log index).
     pub async fn catch_up(&mut self) -> Result<Vec<Indexed>, ChainError> {
-        let rpc = |what: &'static str| {
-            move |e: alloy_transport::TransportError| ChainError::Rpc {
-                what: what.into(),
-                reason: e.to_string(),
-            }
-        };
-        let head = self
-            .provider
-            .get_block_number()
-            .await
-            .map_err(rpc("eth_blockNumber"))?;
+        let head = logs::head(&self.provider).await?;
         let Some(last) = (head + 1).checked_sub(self.confirmations) else {
             return Ok(Vec::new());
         };
         let mut found = Vec::new();
         while self.checkpoint.next_block <= last {
+            // One chunk at a time, so the checkpoint moves as each is stored.
             let from = self.checkpoint.next_block;
-            let to = last.min(from + CHUNK_BLOCKS - 1);
+            let to = last.min(from + logs::CHUNK_BLOCKS - 1);
             let d = &self.deployment;
             let filter = Filter::new()
                 .address(vec![d.market, d.snm, d.whitelist])
@@ -170,14 +159,8 @@ impl Indexer {
                     IWhitelist::HubListed::SIGNATURE_HASH,
                     IWhitelist::HubDeregistered::SIGNATURE_HASH,
                     IWhitelist::TrustChanged::SIGNATURE_HASH,
-                ])
-                .from_block(from)
-                .to_block(to);
-            let logs = self
-                .provider
-                .get_logs(&filter)
-                .await
-                .map_err(rpc("eth_getLogs"))?;
+                ]);
+            let logs = logs::read(&self.provider, &filter, from, to, "market events").await?;
             let batch: Vec<Indexed> = logs
                 .iter()
                 .filter_map(|log| decode(d, log).transpose())
@@ -237,10 +220,8 @@ impl Indexer {
 
     fn save_checkpoint(&self) -> Result<(), ChainError> {
         let path = self.dir.join(CHECKPOINT_FILE);
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec(&self.checkpoint).expect("checkpoint serialises");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, &path))
+        sosna_durable::write_atomic(&path, &text, sosna_durable::Durability::Synced)
             .map_err(|e| state_err(&path, e))
     }
 }

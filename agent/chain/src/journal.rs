@@ -3,7 +3,7 @@
 //! crash or an outage the same signed bytes are sent again: it lands once or not at all,
 //! and its nonce is never handed to another transaction.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use alloy_primitives::{Bytes, B256};
 use serde::{Deserialize, Serialize};
@@ -69,21 +69,9 @@ impl Journal {
             path: path.to_owned(),
             reason,
         };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        let tmp: PathBuf = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).expect("journal serialises");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
-            f.write_all(&text).map_err(|e| err(e.to_string()))?;
-            f.sync_all().map_err(|e| err(e.to_string()))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        sosna_durable::write_atomic(path, &text, sosna_durable::Durability::Synced)
+            .map_err(|e| err(e.to_string()))
     }
 
     /// Drops a confirmed or superseded transaction.

@@ -5,6 +5,7 @@
 
 pub mod index;
 pub mod journal;
+pub mod logs;
 pub mod sender;
 mod tls;
 

@@ -25,12 +25,9 @@ fn config() -> ChainConfig {
     }
 }
 
+/// Shorter timeouts than the shared test config: one test hangs the endpoint on purpose.
 async fn sender(chain: &Devnet, key: &PrivateKeySigner, dir: &std::path::Path) -> Sender {
-    let cfg = config();
-    let provider = connect(&chain.rpc_url(), cfg.timeout()).unwrap();
-    Sender::open(provider, key.clone(), dir, &cfg)
-        .await
-        .unwrap()
+    sosna_testkit::chain::sender_with(chain, key, dir, &config()).await
 }
 
 async fn nonce_of(chain: &Devnet, who: Address) -> u64 {

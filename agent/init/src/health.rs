@@ -3,7 +3,7 @@
 //! node is "good" on a new release only once its slot is marked good).
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum SlotHealth {
     Checking,
     Good,
     Bad(String),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::health::Verdict;
+use crate::health::SlotHealth;
 
 /// The variable that hands the device over: `FD:SECS`.
 pub const ENV: &str = "SOSNA_WATCHDOG";
@@ -149,14 +149,14 @@ fn parse(value: &str) -> Option<(RawFd, u32)> {
 /// more and left armed: the reboot or poweroff that follows must come within the timeout.
 pub async fn keep(
     mut wd: Watchdog,
-    verdict: watch::Receiver<Verdict>,
+    verdict: watch::Receiver<SlotHealth>,
     mut stop: watch::Receiver<bool>,
 ) {
     let started = tokio::time::Instant::now();
     let every = wd.timeout / 3;
     tracing::info!("watchdog: armed, {} s", wd.timeout.as_secs());
     loop {
-        let pending = *verdict.borrow() == Verdict::Checking;
+        let pending = *verdict.borrow() == SlotHealth::Checking;
         if pending && started.elapsed() > TRIAL_LIMIT {
             tracing::error!(
                 "watchdog: the health check has not passed in {} s; letting the watchdog reset the machine",

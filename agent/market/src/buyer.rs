@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use alloy_primitives::{Address, Uint, B256, U256};
-use alloy_provider::Provider;
 use alloy_rpc_types_eth::Filter;
 use alloy_sol_types::SolEvent;
 use libp2p::{Multiaddr, PeerId};
@@ -16,7 +15,7 @@ use crate::hub::settle::Deal;
 use sosna_bus::Bus;
 use sosna_chain::journal::SentTx;
 use sosna_chain::sender::Sender;
-use sosna_chain::ChainError;
+use sosna_chain::{logs, ChainError};
 use sosna_proto::bus::messages::{JobPhase, JobStatus, JobSubmission, Request, Response};
 use sosna_proto::result::ResultBundle;
 use sosna_proto::task::TaskSpec;
@@ -201,22 +200,14 @@ impl Buyer<'_> {
         let filter = Filter::new()
             .address(self.deployment.market)
             .event_signature(IMarket::ResultsCommitted::SIGNATURE_HASH)
-            .topic1(deal.terms.hub.into_word())
-            .from_block(from_block);
-        let logs = self
-            .sender
-            .provider()
-            .get_logs(&filter)
-            .await
-            .map_err(|e| ChainError::Rpc {
-                what: "eth_getLogs ResultsCommitted".into(),
-                reason: e.to_string(),
-            })?;
-        for log in logs {
-            let Ok(ev) = log.log_decode::<IMarket::ResultsCommitted>() else {
+            .topic1(deal.terms.hub.into_word());
+        let provider = self.sender.provider();
+        let head = logs::head(provider).await?;
+        let found = logs::read(provider, &filter, from_block, head, "ResultsCommitted").await?;
+        for log in found {
+            let Ok(ev) = logs::decode::<IMarket::ResultsCommitted>(&log) else {
                 continue;
             };
-            let ev = ev.inner.data;
             if let Some(i) = ev.ids.iter().position(|id| *id == deal.id) {
                 let digest = *ev.digests.get(i).ok_or_else(|| ChainError::Decode {
                     what: "ResultsCommitted".into(),

@@ -18,7 +18,7 @@ use sosna_market::hub::announce::{self as hub, HubSettings};
 use sosna_market::miner::chain_view::{
     ChainError, ChainView, Payout, WalletStatus, WhitelistRecord,
 };
-use sosna_market::miner::hubbook::{HubBook, Resources, Trust, BOOK_FILE};
+use sosna_market::miner::hubbook::{Capacity, HubBook, Trust, BOOK_FILE};
 use sosna_market::miner::join::{self as miner, MinerSettings};
 use sosna_proto::bus::messages::{Agreement, PriceSchedule, MICRO_SNM_WEI};
 use sosna_testkit::testnet::{spawn_node, wait_until, LocalNode};
@@ -129,7 +129,7 @@ fn miner_settings(book_path: PathBuf) -> MinerSettings {
         strict_whitelist: true,
         min_positive_verdicts: 2,
         join: None,
-        resources: Resources {
+        resources: Capacity {
             cores: 2,
             memory_gib: 4,
             gpus: 0,

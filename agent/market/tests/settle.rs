@@ -9,35 +9,14 @@ use alloy_primitives::{Address, Bytes, B256, U256};
 use alloy_provider::Provider;
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::SolCall;
+use sosna_chain::connect;
 use sosna_chain::index::{Indexer, MarketEvent};
-use sosna_chain::sender::Sender;
-use sosna_chain::{connect, ChainConfig};
 use sosna_contracts::devnet::{Devnet, SNM};
 use sosna_contracts::{IMarket, IVerification, ISNM};
 use sosna_market::hub::settle::{settle, Deal, Settlement};
 use sosna_market::hub::verify::{decide, Decision};
 use sosna_proto::attest::{self, Unit};
-
-async fn sender(chain: &Devnet, key: &PrivateKeySigner, dir: &std::path::Path) -> Sender {
-    let cfg = ChainConfig {
-        poll_ms: 50,
-        retry_max_secs: 1,
-        timeout_secs: 2,
-        ..ChainConfig::default()
-    };
-    let provider = connect(&chain.rpc_url(), cfg.timeout()).unwrap();
-    Sender::open(provider, key.clone(), dir, &cfg)
-        .await
-        .unwrap()
-}
-
-async fn view<C: SolCall>(chain: &Devnet, to: Address, call: C) -> C::Return {
-    let provider = connect(&chain.rpc_url(), Duration::from_secs(5)).unwrap();
-    let tx = alloy_rpc_types_eth::TransactionRequest::default()
-        .to(to)
-        .input(Bytes::from(call.abi_encode()).into());
-    C::abi_decode_returns(&provider.call(tx).await.unwrap()).unwrap()
-}
+use sosna_testkit::chain::{sender, view};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_hub_settles_a_replicated_unit_once() {

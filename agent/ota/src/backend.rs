@@ -3,7 +3,6 @@
 //! `get-primary`, `set-primary BOOTNAME`, `get-state BOOTNAME` and
 //! `set-state BOOTNAME good|bad`; answers go to stdout. Bootnames are the slot letters.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -220,14 +219,9 @@ pub fn post_install(
             .file_name()
         });
     // Written beside, then renamed: a crash leaves the old file or the new, never half.
-    let tmp = dir.join(format!(".sosna-{slot}.new"));
-    let mut f = std::fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-    f.write_all(&data)
-        .and_then(|()| f.sync_all())
-        .map_err(io(format!("write {}", tmp.display())))?;
-    drop(f);
     let to = dir.join(&name);
-    std::fs::rename(&tmp, &to).map_err(io(format!("rename to {}", to.display())))?;
+    sosna_durable::write_atomic(&to, &data, sosna_durable::Durability::Synced)
+        .map_err(io(format!("write {}", to.display())))?;
     tracing::info!(
         "rauc post-install: slot {slot}'s kernel ({} bytes) installed as {name}",
         data.len()

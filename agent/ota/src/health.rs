@@ -21,7 +21,7 @@ const PEER_WAIT: Duration = Duration::from_secs(120);
 const CHAIN_WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(500);
 
-pub use sosna_init::health::Verdict;
+pub use sosna_init::health::SlotHealth;
 
 /// The parts of the node the check looks at, besides RAUC; each is checked only when
 /// this node runs it.
@@ -37,9 +37,9 @@ pub struct Probes {
 /// Checks this boot and marks its slot; reboots when it is bad. Prints one
 /// `SOSNA OTA slot=… version=… state=…` line for operators and tests, and publishes
 /// the outcome on `verdict`.
-pub async fn after_boot(probes: Probes, verdict: watch::Sender<Verdict>) {
+pub async fn after_boot(probes: Probes, verdict: watch::Sender<SlotHealth>) {
     let Some(slot) = super::booted_slot() else {
-        verdict.send_replace(Verdict::Good);
+        verdict.send_replace(SlotHealth::Good);
         return;
     };
     let esp = Path::new(super::ESP);
@@ -50,7 +50,7 @@ pub async fn after_boot(probes: Probes, verdict: watch::Sender<Verdict>) {
     let on_trial = matches!(&entry, Some((_, e)) if e.tries.is_some());
     if !on_trial {
         println!("SOSNA OTA slot={slot} version={version} state=good");
-        verdict.send_replace(Verdict::Good);
+        verdict.send_replace(SlotHealth::Good);
         return;
     }
     tracing::info!("ota: slot {slot} is on trial; checking health");
@@ -66,11 +66,11 @@ pub async fn after_boot(probes: Probes, verdict: watch::Sender<Verdict>) {
         Ok(msg) => {
             tracing::info!("ota: {msg}");
             println!("SOSNA OTA slot={slot} version={version} state=good");
-            verdict.send_replace(Verdict::Good);
+            verdict.send_replace(SlotHealth::Good);
         }
         Err(why) => {
             println!("SOSNA OTA slot={slot} version={version} state=bad reason={why}");
-            verdict.send_replace(Verdict::Bad(why));
+            verdict.send_replace(SlotHealth::Bad(why));
             mark_bad(slot, esp).await;
             tracing::error!("ota: slot {slot} failed its health check; rebooting");
             let reboot = sosna_init::power::signal_for(sosna_init::power::PowerRequest::Reboot);

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, B256};
 use sosna_bus::{BusEvent, Identity};
-use sosna_ota::health::Verdict;
+use sosna_ota::health::SlotHealth;
 use sosna_ota::rollout::publish::Tally;
-use sosna_ota::rollout::{position, InstallFuture, RolloutSettings, Updater};
+use sosna_ota::rollout::{position, InstallError, InstallFuture, RolloutSettings, Updater};
 use sosna_proto::bus::envelope::now_ms;
 use sosna_proto::bus::messages::{Message, RolloutNotice, UpdateReport, UpdateState, Wave};
 use sosna_testkit::testnet::{spawn_node, wait_until, LocalNode};
@@ -34,7 +34,7 @@ impl Updater for Recorder {
         let fail = self.fail;
         Box::pin(async move {
             if fail {
-                Err("disk on fire".into())
+                Err(InstallError::Task("disk on fire".into()))
             } else {
                 Ok(())
             }
@@ -77,7 +77,7 @@ fn follow(
     mut events: tokio::sync::mpsc::Receiver<BusEvent>,
     operator: &LocalNode,
     recorder: Arc<Recorder>,
-    health: tokio::sync::watch::Receiver<Verdict>,
+    health: tokio::sync::watch::Receiver<SlotHealth>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -112,7 +112,7 @@ async fn test_waves_follow_the_operator_only_and_stop_when_halted() {
     stranger.bus.dial(operator.addr.clone()).await.unwrap();
     let tally = collect(op_events);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let (_healthy, good) = tokio::sync::watch::channel(Verdict::Good);
+    let (_healthy, good) = tokio::sync::watch::channel(SlotHealth::Good);
 
     // Five nodes; the one placed first in the fleet fails its install, and the first wave
     // takes the two lowest positions. The second wave starts in an hour.
@@ -265,7 +265,7 @@ async fn test_the_new_release_is_good_only_once_its_health_check_passes() {
             fail: false,
             installs: Mutex::default(),
         });
-        let (verdict, health) = tokio::sync::watch::channel(Verdict::Checking);
+        let (verdict, health) = tokio::sync::watch::channel(SlotHealth::Checking);
         follow(
             &node,
             events,
@@ -306,10 +306,10 @@ async fn test_the_new_release_is_good_only_once_its_health_check_passes() {
     .await
     .unwrap();
 
-    nodes[0].2.send_replace(Verdict::Good);
+    nodes[0].2.send_replace(SlotHealth::Good);
     nodes[1]
         .2
-        .send_replace(Verdict::Bad("no peer connected".into()));
+        .send_replace(SlotHealth::Bad("no peer connected".into()));
     wait_until(
         "the verdicts to be reported",
         Duration::from_secs(30),
@@ -342,7 +342,7 @@ async fn test_a_node_on_trial_waits_for_its_health_check_before_installing() {
         fail: false,
         installs: Mutex::default(),
     });
-    let (verdict, health) = tokio::sync::watch::channel(Verdict::Checking);
+    let (verdict, health) = tokio::sync::watch::channel(SlotHealth::Checking);
     follow(&node, events, &operator, recorder.clone(), health, stop_rx);
     let now = notice(
         "http://fleet.example/c.raucb",
@@ -365,7 +365,7 @@ async fn test_a_node_on_trial_waits_for_its_health_check_before_installing() {
     .unwrap();
     assert!(recorder.installs.lock().unwrap().is_empty());
 
-    verdict.send_replace(Verdict::Good);
+    verdict.send_replace(SlotHealth::Good);
     wait_until("the install", Duration::from_secs(30), || async {
         report_of(&tally, me).is_some_and(|r| r.state == UpdateState::Rebooting)
     })

@@ -93,13 +93,18 @@ pub enum NetworkMode {
     Nat,
 }
 
+/// A network mode that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a network mode (none, nat)")]
+pub struct UnknownNetworkMode(pub String);
+
 impl std::str::FromStr for NetworkMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownNetworkMode;
+    fn from_str(s: &str) -> Result<Self, UnknownNetworkMode> {
         match s {
             "none" => Ok(NetworkMode::None),
             "nat" => Ok(NetworkMode::Nat),
-            _ => Err(format!("{s:?} is not a network mode (none, nat)")),
+            _ => Err(UnknownNetworkMode(s.to_owned())),
         }
     }
 }
@@ -130,7 +135,7 @@ impl TaskSpec {
             ));
         }
         if !self.user.is_empty() {
-            parse_user(&self.user).map_err(|r| bad("user", r))?;
+            parse_user(&self.user).map_err(|r| bad("user", r.to_string()))?;
         }
         for t in &self.tmpfs {
             if !t.starts_with('/') || t.split('/').any(|c| c == "..") {
@@ -160,16 +165,18 @@ impl TaskSpec {
     }
 }
 
+/// A user that is not numeric `uid[:gid]` or `root`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: only numeric uid[:gid] or root is supported")]
+pub struct BadUser(pub String);
+
 /// `uid[:gid]`, numeric (names would need the image's passwd file), or `root`.
-pub fn parse_user(s: &str) -> Result<(u32, u32), String> {
+pub fn parse_user(s: &str) -> Result<(u32, u32), BadUser> {
     if s == "root" {
         return Ok((0, 0));
     }
     let (u, g) = s.split_once(':').unwrap_or((s, s));
-    let num = |x: &str| {
-        x.parse::<u32>()
-            .map_err(|_| format!("{s:?}: only numeric uid[:gid] or root is supported"))
-    };
+    let num = |x: &str| x.parse::<u32>().map_err(|_| BadUser(s.to_owned()));
     Ok((num(u)?, num(g)?))
 }
 
@@ -226,6 +233,7 @@ mod tests {
         assert!("host"
             .parse::<NetworkMode>()
             .unwrap_err()
+            .to_string()
             .contains("none, nat"));
     }
 

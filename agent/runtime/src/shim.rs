@@ -98,9 +98,11 @@ pub fn main(dir: &Path) -> i32 {
     });
     outcome.wall_ms = started.elapsed().as_millis() as u64;
     teardown(dir, &plan);
-    let tmp = dir.join("outcome.tmp");
     let json = serde_json::to_vec(&outcome).expect("outcome serializes");
-    if let Err(e) = fs::write(&tmp, json).and_then(|()| fs::rename(&tmp, dir.join(OUTCOME))) {
+    // Atomic, not synced: after a power cut the runtime restarts with no containers.
+    let written =
+        sosna_durable::write_atomic(&dir.join(OUTCOME), &json, sosna_durable::Durability::Atomic);
+    if let Err(e) = written {
         eprintln!("shim: write outcome: {e}");
         return 2;
     }

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::seccomp;
-use super::task::{parse_user, TaskSpec};
+use super::task::{parse_user, BadUser, TaskSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -14,8 +14,8 @@ pub enum SpecError {
     ImageConfig(String),
     #[error("nothing to run: the task has no args and the image no entrypoint or cmd")]
     NoCommand,
-    #[error("task: {0}")]
-    Task(String),
+    #[error("task: user {0}")]
+    User(#[from] BadUser),
     #[error("generated spec rejected by oci-spec: {0}")]
     Invalid(serde_json::Error),
 }
@@ -140,7 +140,7 @@ pub fn build(
     let (uid, gid) = if user.is_empty() {
         (0, 0)
     } else {
-        parse_user(user).map_err(SpecError::Task)?
+        parse_user(user)?
     };
     let mut env = vec![DEFAULT_PATH.to_string()];
     for e in image.env.iter().chain(&task.env) {

@@ -231,10 +231,9 @@ impl Store {
 
     fn write_refs(&self, refs: &BTreeMap<String, ImageRecord>) -> Result<(), StoreError> {
         let path = self.root.join(REFS);
-        let tmp = self.root.join("incoming").join(REFS);
         let json = serde_json::to_vec_pretty(refs).expect("records serialize");
-        fs::write(&tmp, json).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))
+        sosna_durable::write_atomic(&path, &json, sosna_durable::Durability::Synced)
+            .map_err(io_err(&path))
     }
 
     /// Deletes blobs and unpacked layers no reference (and no digest in `pinned`, e.g.

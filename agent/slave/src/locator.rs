@@ -270,8 +270,9 @@ pub fn node_uuid(dir: &std::path::Path) -> String {
         }
     }
     let u = fresh_uuid();
-    let write = std::fs::create_dir_all(dir)
-        .and_then(|()| super::storage::write_atomic(&path, u.as_bytes()));
+    let write = std::fs::create_dir_all(dir).and_then(|()| {
+        sosna_durable::write_atomic(&path, u.as_bytes(), sosna_durable::Durability::Synced)
+    });
     if let Err(e) = write {
         tracing::warn!("slave: cannot keep node uuid in {}: {e}", path.display());
     }

@@ -4,7 +4,6 @@
 //! Names are hex-encoded so no namespace or key can escape the root or collide with the
 //! temporary files (`.tmp-*`) that make every write atomic (write, fsync, rename, fsync dir).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -82,27 +81,6 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
         path: path.to_owned(),
         source,
     }
-}
-
-/// Replaces `path` with `data` so that a crash leaves the old or the new file, never a mix.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".tmp-{}-{:016x}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 impl Store {
@@ -184,7 +162,8 @@ impl Store {
         ]);
         let mut bytes = Vec::new();
         let _ = rmpv::encode::write_value(&mut bytes, &doc);
-        write_atomic(&path, &bytes).map_err(io("write", &path))
+        sosna_durable::write_atomic(&path, &bytes, sosna_durable::Durability::Synced)
+            .map_err(io("write", &path))
     }
 
     pub fn remove(&self, ns: &str, key: &str) -> Result<(), StorageError> {

@@ -8,13 +8,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use sosna_init::net::{self, Iface, Netlink, NetworkMode};
+use sosna_init::net::{self, Iface, Netlink, UplinkMode};
 use sosna_init::power::{PowerRequest, PowerSignals};
 use sosna_init::reaper::Reaper;
 use sosna_init::status;
 use sosna_init::supervisor::Supervisor;
 use sosna_init::watchdog::Watchdog;
-use sosna_ota::health::{Probes, Verdict};
+use sosna_ota::health::{Probes, SlotHealth};
 use sosna_runtime::{self as runtime, Runtime, RuntimeConfig};
 
 /// Whether this process owns the machine (PID 1) or is a guest on a host.
@@ -39,9 +39,9 @@ pub async fn run(
     // The verdict on the booted slot: settled at once where there are no slots.
     let slots = mode == Mode::Init && sosna_ota::present();
     let (verdict, health) = watch::channel(if slots {
-        Verdict::Checking
+        SlotHealth::Checking
     } else {
-        Verdict::Good
+        SlotHealth::Good
     });
     let (stop_petting, petting) = watch::channel(false);
     let petter =
@@ -162,7 +162,7 @@ async fn bring_up_network(config: &Config) {
         tracing::error!("loopback: {e}");
     }
     let cfg = &config.network;
-    if cfg.mode == NetworkMode::Off {
+    if cfg.mode == UplinkMode::Off {
         set_hostname(config, None);
         tracing::info!("network: off by config");
         return;

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use sosna_bus::identity::{self, Identity};
 use sosna_bus::{Bus, BusError, BusEvent, Verified};
-use sosna_init::health::Verdict;
+use sosna_init::health::SlotHealth;
 use sosna_market::hub::announce as hub;
 use sosna_market::miner::chain_view as chain;
 use sosna_market::miner::hubbook;
@@ -62,7 +62,7 @@ impl Running {
 pub async fn start(
     config: &Config,
     runtime: Option<Runtime>,
-    health: watch::Receiver<Verdict>,
+    health: watch::Receiver<SlotHealth>,
 ) -> Result<Running, StartError> {
     let cfg = &config.bus;
     // Creating keys reads the kernel's CRNG, which may still be seeding on a first boot;
@@ -312,7 +312,7 @@ impl MarketParts {
 pub fn start_if_enabled(
     config: &Config,
     runtime: Option<Runtime>,
-    health: watch::Receiver<Verdict>,
+    health: watch::Receiver<SlotHealth>,
 ) -> Option<Running> {
     if !config.bus.enabled {
         return None;

@@ -3,8 +3,10 @@
 //! hub book that `sosna hubs` prints. (No chain here: the miner accepts unlisted hubs.)
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use sosna_testkit::daemon::Daemon;
 
 const SOSNA: &str = env!("CARGO_BIN_EXE_sosna");
 
@@ -38,30 +40,6 @@ fn sosna(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-struct Daemon(Child, std::path::PathBuf);
-
-impl Daemon {
-    fn start(config: &Path, log: std::path::PathBuf) -> Daemon {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(SOSNA)
-            .args(["daemon", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Daemon(child, log)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn test_miner_daemon_lists_hub_heard_over_tcp() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,8 +71,8 @@ fn test_miner_daemon_lists_hub_heard_over_tcp() {
              bootstrap = [\"/ip4/127.0.0.1/tcp/{port}/p2p/{peer}\"]\n"
         ),
     );
-    let _hub = Daemon::start(&hub_cfg, dir.path().join("hub.log"));
-    let miner = Daemon::start(&miner_cfg, dir.path().join("miner.log"));
+    let _hub = Daemon::start(SOSNA, &hub_cfg);
+    let miner = Daemon::start(SOSNA, &miner_cfg);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut table = String::new();
@@ -108,7 +86,7 @@ fn test_miner_daemon_lists_hub_heard_over_tcp() {
     assert!(
         table.contains("tcp-hub") && table.contains("not-confirmed"),
         "hub book:\n{table}\nminer log:\n{}",
-        std::fs::read_to_string(&miner.1).unwrap_or_default()
+        miner.output().join("\n")
     );
     let book = std::fs::read_to_string(dir.path().join("miner/bus/hubs.json")).unwrap();
     assert!(

@@ -4,7 +4,7 @@
 //! and by the CLI. Needs root (namespaces, cgroups, overlayfs); skipped, loudly, without.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -14,6 +14,7 @@ use sosna_runtime::build::{self, busybox_layer, Image, LayerBuilder};
 use sosna_runtime::network;
 use sosna_runtime::store::{Digest, Store};
 use sosna_runtime::{pull, ContainerInfo, Outcome, TaskSpec};
+use sosna_testkit::daemon::Daemon;
 use sosna_testkit::registry::LocalRegistry;
 
 const APPLETS: &[&str] = &[
@@ -36,7 +37,7 @@ struct Fixture {
     dir: tempfile::TempDir,
     locator: std::net::SocketAddr,
     registry: LocalRegistry,
-    daemon: Child,
+    daemon: Daemon,
     socket: PathBuf,
     image: String,
     rt: tokio::runtime::Runtime,
@@ -82,14 +83,7 @@ impl Fixture {
             ),
         )
         .unwrap();
-        let daemon = Command::new(env!("CARGO_BIN_EXE_sosna"))
-            .args(["daemon", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let daemon = Daemon::start(env!("CARGO_BIN_EXE_sosna"), &config);
         let f = Fixture {
             dir,
             locator,
@@ -118,7 +112,7 @@ impl Fixture {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+        self.daemon.output().join("\n")
     }
 
     fn call(&self, req: Request) -> Result<Value, String> {
@@ -188,11 +182,8 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.daemon.id() as i32),
-            nix::sys::signal::SIGTERM,
-        );
-        let _ = self.daemon.wait();
+        // Before the fields go: the daemon must not outlive its state directory.
+        self.daemon.stop();
     }
 }
 

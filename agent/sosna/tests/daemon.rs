@@ -2,21 +2,12 @@
 //! crashing one is restarted then given up on, orphans of services are reaped (we are
 //! their subreaper), and SIGTERM stops everything and exits 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn wait_line(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !seen.iter().any(|l| l.contains(needle)) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("no line with {needle:?}; got:\n{}", seen.join("\n")),
-        }
-    }
-}
+use sosna_testkit::daemon::Daemon;
+
+const LINE: Duration = Duration::from_secs(20);
 
 /// Children of `pid` that are zombies.
 fn zombie_children(pid: u32) -> usize {
@@ -68,34 +59,13 @@ restart = "never"
     )
     .unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sosna"))
-        .args(["daemon", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let mut seen = Vec::new();
-    wait_line(&rx, &mut seen, "SOSNA READY");
-    wait_line(&rx, &mut seen, "giving up after 3 fast crashes");
+    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_sosna"), &config);
+    daemon.wait_line("SOSNA READY", LINE);
+    daemon.wait_line("giving up after 3 fast crashes", LINE);
+    let seen = daemon.output();
     assert_eq!(seen.iter().filter(|l| l.contains("crasher-ran")).count(), 3);
-    wait_line(&rx, &mut seen, "parent-up");
-    assert!(
-        seen.iter().any(|l| l.contains("starting as a Hub daemon")),
-        "the file's role is used"
-    );
+    daemon.wait_line("parent-up", LINE);
+    daemon.wait_line("starting as a Hub daemon", LINE); // the file's role is used
 
     // The orphan finishes on its own; as subreaper the daemon must reap it.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -103,22 +73,15 @@ restart = "never"
         assert!(Instant::now() < deadline, "orphan never ran");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pid = child.id();
+    let pid = daemon.pid();
     let deadline = Instant::now() + Duration::from_secs(10);
     while zombie_children(pid) > 0 {
         assert!(Instant::now() < deadline, "daemon left zombie children");
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
-        seen.push(line);
-    }
+    let status = daemon.stop();
+    let seen = daemon.output();
     assert!(
         status.success(),
         "exit {status}; output:\n{}",

@@ -8,15 +8,23 @@ use std::path::{Path, PathBuf};
 /// Each workspace crate and the sosna crates it may depend on (normal dependencies).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("sosna-contracts", &[]),
+    ("sosna-durable", &[]),
     ("sosna-proto", &["sosna-contracts"]),
-    ("sosna-init", &[]),
-    ("sosna-runtime", &["sosna-proto", "sosna-init"]),
-    ("sosna-slave", &["sosna-proto", "sosna-runtime"]),
-    ("sosna-bus", &["sosna-proto"]),
-    ("sosna-chain", &["sosna-contracts"]),
+    ("sosna-init", &["sosna-durable"]),
+    (
+        "sosna-runtime",
+        &["sosna-durable", "sosna-proto", "sosna-init"],
+    ),
+    (
+        "sosna-slave",
+        &["sosna-durable", "sosna-proto", "sosna-runtime"],
+    ),
+    ("sosna-bus", &["sosna-durable", "sosna-proto"]),
+    ("sosna-chain", &["sosna-durable", "sosna-contracts"]),
     (
         "sosna-market",
         &[
+            "sosna-durable",
             "sosna-proto",
             "sosna-contracts",
             "sosna-bus",
@@ -27,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "sosna-ota",
         &[
+            "sosna-durable",
             "sosna-proto",
             "sosna-init",
             "sosna-bus",
@@ -37,6 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "sosna",
         &[
+            "sosna-durable",
             "sosna-proto",
             "sosna-contracts",
             "sosna-init",

@@ -11,17 +11,14 @@ use sosna_testkit::fixture::{fixture_after, Fixture};
 /// The agent binary, which is the containers' shim.
 const SHIM: &str = env!("CARGO_BIN_EXE_sosna");
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::{Address, Bytes, U256};
+use alloy_primitives::{Address, U256};
 use alloy_provider::Provider;
-use alloy_signer_local::PrivateKeySigner;
-use alloy_sol_types::SolCall;
 use sosna_bus::{BusEvent, Identity};
+use sosna_chain::connect;
 use sosna_chain::sender::Sender;
-use sosna_chain::{connect, ChainConfig};
 use sosna_contracts::devnet::{Devnet, SNM};
 use sosna_contracts::{IVerification, ISNM};
 use sosna_market::buyer::{BuyError, Buyer, HubAddr, Order};
@@ -29,7 +26,7 @@ use sosna_market::hub::announce::{self as hub, HubSettings};
 use sosna_market::hub::desk::{Desk, DeskSettings};
 use sosna_market::hub::dispatch::Dispatcher;
 use sosna_market::miner::earnings;
-use sosna_market::miner::hubbook::{HubBook, Resources, BOOK_FILE};
+use sosna_market::miner::hubbook::{Capacity, HubBook, BOOK_FILE};
 use sosna_market::miner::join::{self as miner, MinerSettings};
 use sosna_market::miner::worker::Worker;
 use sosna_proto::attest;
@@ -37,31 +34,11 @@ use sosna_proto::bus::messages::{
     Agreement, JobPhase, PriceSchedule, Request, Response, MICRO_SNM_WEI,
 };
 use sosna_proto::task::TaskSpec;
+use sosna_testkit::chain::{sender, view};
 use sosna_testkit::testnet::{spawn_node, wait_until, LocalNode};
 use tokio::sync::watch;
 
 const SHARE_PCT: u8 = 60;
-
-async fn sender(chain: &Devnet, key: &PrivateKeySigner, dir: &Path) -> Sender {
-    let cfg = ChainConfig {
-        poll_ms: 50,
-        retry_max_secs: 1,
-        timeout_secs: 2,
-        ..ChainConfig::default()
-    };
-    let provider = connect(&chain.rpc_url(), cfg.timeout()).unwrap();
-    Sender::open(provider, key.clone(), dir, &cfg)
-        .await
-        .unwrap()
-}
-
-async fn view<C: SolCall>(chain: &Devnet, to: Address, call: C) -> C::Return {
-    let provider = connect(&chain.rpc_url(), Duration::from_secs(5)).unwrap();
-    let tx = alloy_rpc_types_eth::TransactionRequest::default()
-        .to(to)
-        .input(Bytes::from(call.abi_encode()).into());
-    C::abi_decode_returns(&provider.call(tx).await.unwrap()).unwrap()
-}
 
 async fn balance(chain: &Devnet, who: Address) -> U256 {
     view(
@@ -184,7 +161,7 @@ impl Market {
             strict_whitelist: false,
             min_positive_verdicts: 1,
             join: Some(self.wallet),
-            resources: Resources {
+            resources: Capacity {
                 cores: 1,
                 memory_gib: 1,
                 gpus: 0,

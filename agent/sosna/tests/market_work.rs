@@ -74,7 +74,7 @@ async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
     use sosna_bus::Identity;
     use sosna_market::hub::announce::{self as hub, HubSettings};
     use sosna_market::hub::dispatch::Dispatcher;
-    use sosna_market::miner::hubbook::{HubBook, Resources, BOOK_FILE};
+    use sosna_market::miner::hubbook::{Capacity, HubBook, BOOK_FILE};
     use sosna_market::miner::join::{self as miner, MinerSettings};
     use sosna_market::miner::worker::Worker;
     use sosna_proto::attest::{self, Unit};
@@ -125,7 +125,7 @@ async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
             strict_whitelist: false,
             min_positive_verdicts: 1,
             join: Some(wallet),
-            resources: Resources {
+            resources: Capacity {
                 cores: 1,
                 memory_gib: 1,
                 gpus: 0,

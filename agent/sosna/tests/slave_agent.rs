@@ -2,22 +2,19 @@
 //! logging service lands in the agent's log, `sosna call` works, and a gateway fails over
 //! when one of two real nodes is killed.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sosna_slave::client::{endpoint_addr, Connection, LocatorClient, StorageClient};
 use sosna_slave::SlaveConfig;
+use sosna_testkit::daemon::Daemon;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A `sosna run` daemon whose log lines are collected; killed on drop.
 struct Agent {
-    child: Child,
-    rx: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    daemon: Daemon,
     locator: String,
 }
 
@@ -33,29 +30,8 @@ impl Agent {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sosna"))
-            .args(["daemon", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
         let mut agent = Agent {
-            child,
-            rx,
-            seen: Vec::new(),
+            daemon: Daemon::start(env!("CARGO_BIN_EXE_sosna"), &config),
             locator: String::new(),
         };
         let line = agent.wait_line("locator listening on ");
@@ -69,28 +45,21 @@ impl Agent {
     }
 
     fn wait_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-                return l.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line with {needle:?}; got:\n{}", self.seen.join("\n")),
-            }
-        }
+        self.daemon.wait_line(needle, DEADLINE)
     }
 
     fn signal(&mut self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+        self.daemon.signal(sig);
     }
 
     /// SIGTERM and wait for a clean exit.
     fn stop(mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit {status}: {}", self.seen.join("\n"));
+        let status = self.daemon.stop();
+        assert!(
+            status.success(),
+            "exit {status}: {}",
+            self.daemon.output().join("\n")
+        );
     }
 
     fn call(&self, args: &[&str]) -> String {
@@ -105,13 +74,6 @@ impl Agent {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -270,7 +232,7 @@ fn test_gateway_fails_over_when_a_node_dies() {
 
         // Node A dies hard. Every resolve from now on gives B, at once.
         a.signal(nix::sys::signal::Signal::SIGKILL);
-        let _ = a.child.wait();
+        let _ = a.daemon.stop();
         for i in 0..6 {
             let r = tokio::time::timeout(DEADLINE, loc.resolve("storage"))
                 .await

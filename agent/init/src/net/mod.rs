@@ -12,7 +12,7 @@ pub use link::{parse_mac, wait_for_uplink, Iface, Netlink};
 
 mod settings;
 
-pub use settings::{parse_cidr, LinkConfig, NetworkConfig, NetworkMode};
+pub use settings::{parse_cidr, CidrError, LinkConfig, NetworkConfig, UplinkMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -27,7 +27,7 @@ pub enum NetError {
     #[error("DHCP on {iface}: {source}")]
     Dhcp { iface: String, source: DhcpError },
     #[error("static address: {0}")]
-    Static(String),
+    Static(#[from] CidrError),
     #[error("write {path}: {source}")]
     Resolv {
         path: &'static str,
@@ -61,7 +61,7 @@ pub async fn uplink_up(
     iface: Iface,
 ) -> Result<Uplink, NetError> {
     nl.link_up(iface.index).await?;
-    if cfg.mode == NetworkMode::Static {
+    if cfg.mode == UplinkMode::Static {
         let (address, prefix) = parse_cidr(&cfg.address).map_err(NetError::Static)?;
         apply(nl, &iface, address, prefix, cfg.gateway, &cfg.dns).await?;
         return Ok(Uplink {
@@ -134,11 +134,10 @@ fn write_resolv_conf(dns: &[Ipv4Addr]) -> Result<(), NetError> {
         path: RESOLV_CONF,
         source,
     };
-    std::fs::create_dir_all("/run/sosna").map_err(err)?;
-    // Write-then-rename so a reader never sees half a file.
-    let tmp = format!("{RESOLV_CONF}.tmp");
-    std::fs::write(&tmp, text).map_err(err)?;
-    std::fs::rename(&tmp, RESOLV_CONF).map_err(err)
+    // Atomic so a reader never sees half a file; /run does not outlive the boot anyway.
+    let path = std::path::Path::new(RESOLV_CONF);
+    sosna_durable::write_atomic(path, text.as_bytes(), sosna_durable::Durability::Atomic)
+        .map_err(err)
 }
 
 /// Renews a DHCP lease at T1 for as long as it runs; on failure retries at half the

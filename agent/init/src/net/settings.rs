@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
+pub enum UplinkMode {
     /// Lease an address with DHCP (QEMU user networking, most LANs).
     Dhcp,
     /// Use `address`, `gateway` and `dns` as given.
@@ -19,7 +19,7 @@ pub enum NetworkMode {
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// `dhcp`, `static` or `off`.
-    pub mode: NetworkMode,
+    pub mode: UplinkMode,
     /// Uplink interface name; empty picks the first ethernet device.
     pub interface: String,
     /// Static address in CIDR form, e.g. `192.168.1.20/24` (static mode only).
@@ -50,7 +50,7 @@ pub struct LinkConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
-            mode: NetworkMode::Dhcp,
+            mode: UplinkMode::Dhcp,
             interface: String::new(),
             address: String::new(),
             gateway: None,
@@ -62,18 +62,29 @@ impl Default for NetworkConfig {
     }
 }
 
+/// What is wrong with an address in CIDR form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("{0:?} is not CIDR (expected a.b.c.d/len)")]
+    NotCidr(String),
+    #[error("{0:?} is not an IPv4 address")]
+    Address(String),
+    #[error("{0:?} is not a prefix length 0-32")]
+    Prefix(String),
+}
+
 /// Parses `a.b.c.d/len` into an address and prefix length.
-pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), CidrError> {
     let (addr, len) = text
         .split_once('/')
-        .ok_or_else(|| format!("{text:?} is not CIDR (expected a.b.c.d/len)"))?;
+        .ok_or_else(|| CidrError::NotCidr(text.to_owned()))?;
     let addr: Ipv4Addr = addr
         .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        .map_err(|_| CidrError::Address(addr.to_owned()))?;
     let len: u8 = len
         .parse()
         .ok()
         .filter(|l| *l <= 32)
-        .ok_or_else(|| format!("{len:?} is not a prefix length 0-32"))?;
+        .ok_or_else(|| CidrError::Prefix(len.to_owned()))?;
     Ok((addr, len))
 }

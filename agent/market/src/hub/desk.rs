@@ -219,7 +219,7 @@ impl Desk {
 
     fn save(&self, job: &Job) {
         let path = job_path(&self.inner.settings.dir, job.submission.deal);
-        if let Err(e) = write_atomic(&path, job) {
+        if let Err(e) = write_job(&path, job) {
             tracing::error!("market: saving {}: {e}", path.display());
         }
     }
@@ -405,15 +405,9 @@ fn job_path(dir: &Path, deal: U256) -> PathBuf {
     dir.join(format!("deal-{deal:x}.json"))
 }
 
-fn write_atomic(path: &Path, job: &Job) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("job files live in a directory");
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(job).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+fn write_job(path: &Path, job: &Job) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(job).map_err(std::io::Error::other)?;
+    sosna_durable::write_atomic(path, &json, sosna_durable::Durability::Synced)
 }
 
 fn load_jobs(dir: &Path) -> Result<BTreeMap<U256, Job>, DeskError> {

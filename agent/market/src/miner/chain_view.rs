@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sosna_contracts::{Deployment, IHubWallet, IWhitelist, ISNM};
 
+use sosna_chain::logs;
 pub use sosna_chain::ChainError;
 
 /// A hub's Whitelist entry.
@@ -137,44 +138,24 @@ impl ChainView for RpcChain {
         wallet: Address,
         miner: Option<Address>,
     ) -> Result<Vec<Payout>, ChainError> {
-        let rpc = |what: &str| {
-            let what = what.to_owned();
-            move |e: alloy_provider::transport::TransportError| ChainError::Rpc {
-                what,
-                reason: e.to_string(),
-            }
-        };
-        let head = self
-            .provider
-            .get_block_number()
-            .await
-            .map_err(rpc("eth_blockNumber"))?;
+        let head = logs::head(&self.provider).await?;
         let mut filter = Filter::new()
             .address(self.deployment.snm)
             .event_signature(ISNM::Reserved::SIGNATURE_HASH)
-            .topic1(wallet.into_word())
-            .from_block(head.saturating_sub(self.lookback_blocks));
+            .topic1(wallet.into_word());
         if let Some(miner) = miner {
             filter = filter.topic2(miner.into_word());
         }
-        let logs = self
-            .provider
-            .get_logs(&filter)
-            .await
-            .map_err(rpc("eth_getLogs Reserved"))?;
-        logs.into_iter()
+        let from = head.saturating_sub(self.lookback_blocks);
+        logs::read(&self.provider, &filter, from, head, "Reserved")
+            .await?
+            .iter()
             .map(|log| {
-                let block = log.block_number.unwrap_or_default();
-                let event = log
-                    .log_decode::<ISNM::Reserved>()
-                    .map_err(|e| ChainError::Decode {
-                        what: "Reserved event".into(),
-                        reason: e.to_string(),
-                    })?;
+                let event = logs::decode::<ISNM::Reserved>(log)?;
                 Ok(Payout {
-                    miner: event.inner.data.spender,
-                    amount: event.inner.data.amount,
-                    block,
+                    miner: event.spender,
+                    amount: event.amount,
+                    block: log.block_number.unwrap_or_default(),
                 })
             })
             .collect()

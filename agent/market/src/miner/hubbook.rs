@@ -105,15 +105,15 @@ pub struct HubBook {
 
 /// The miner's resources, for expected profit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resources {
+pub struct Capacity {
     pub cores: u32,
     pub memory_gib: u32,
     pub gpus: u32,
 }
 
-impl Resources {
+impl Capacity {
     /// This machine: online CPUs and MemTotal.
-    pub fn detect() -> Resources {
+    pub fn detect() -> Capacity {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let memory_kib = std::fs::read_to_string("/proc/meminfo")
             .ok()
@@ -123,7 +123,7 @@ impl Resources {
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             })
             .unwrap_or(0);
-        Resources {
+        Capacity {
             cores,
             memory_gib: (memory_kib / (1024 * 1024)) as u32,
             gpus: 0,
@@ -152,13 +152,9 @@ impl HubBook {
             path: path.to_owned(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
         let text = serde_json::to_string_pretty(self).expect("hub book serialises");
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        sosna_durable::write_atomic(path, text.as_bytes(), sosna_durable::Durability::Synced)
+            .map_err(io)
     }
 
     pub fn get(&self, wallet: &Address) -> Option<&HubEntry> {
@@ -274,7 +270,7 @@ impl HubBook {
 
     /// The hub to work for: the configured one if usable, else the best expected hourly
     /// profit weighted by trust among checked and safe hubs.
-    pub fn choose(&self, resources: Resources, manual: Option<Address>) -> Option<Address> {
+    pub fn choose(&self, resources: Capacity, manual: Option<Address>) -> Option<Address> {
         if let Some(wallet) = manual {
             return self
                 .hubs
@@ -427,7 +423,7 @@ mod tests {
         }
         book.hubs.get_mut(&rich.wallet).unwrap().trust = Trust::Checked; // 100 * 0.6
         book.hubs.get_mut(&modest.wallet).unwrap().trust = Trust::Safe; // 70 * 1.0
-        let me = Resources {
+        let me = Capacity {
             cores: 4,
             memory_gib: 8,
             gpus: 0,

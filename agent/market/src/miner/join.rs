@@ -16,7 +16,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, watch};
 
 use super::chain_view::ChainView;
-use super::hubbook::{HubBook, Resources, Trust};
+use super::hubbook::{Capacity, HubBook, Trust};
 use crate::miner::worker::Worker;
 use sosna_bus::Verified;
 use sosna_bus::{Bus, BusEvent};
@@ -33,7 +33,7 @@ pub struct MinerSettings {
     pub min_positive_verdicts: usize,
     /// Work for this hub wallet instead of choosing automatically.
     pub join: Option<Address>,
-    pub resources: Resources,
+    pub resources: Capacity,
     /// How often to look for payouts and re-choose a hub.
     pub poll: Duration,
     /// Least time between two questions about the same hub.

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
-use crate::health::Verdict;
+use crate::health::SlotHealth;
 use sosna_bus::Bus;
 use sosna_bus::Verified;
 use sosna_proto::bus::envelope::now_ms;
@@ -84,7 +84,22 @@ pub struct RolloutSettings {
     pub report_every: Duration,
 }
 
-pub type InstallFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub type InstallFuture = Pin<Box<dyn Future<Output = Result<(), InstallError>> + Send>>;
+
+/// Why a rollout's release was not installed; the node reports it as `failed`.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("this image cannot update itself (no RAUC)")]
+    Unsupported,
+    #[error(transparent)]
+    Update(#[from] crate::cli::UpdateError),
+    #[error("install task: {0}")]
+    Task(String),
+    #[error("installed before, but the new slot did not stay (fell back)")]
+    FellBack,
+    #[error("asking for a reboot: {0}")]
+    Reboot(nix::Error),
+}
 
 /// How this node updates itself.
 pub trait Updater: Send + Sync {
@@ -117,7 +132,7 @@ impl Updater for Unsupported {
         "no A/B slots".to_owned()
     }
     fn install(&self, _: &RolloutNotice) -> InstallFuture {
-        Box::pin(async { Err("this image cannot update itself (no RAUC)".to_owned()) })
+        Box::pin(async { Err(InstallError::Unsupported) })
     }
 }
 
@@ -149,7 +164,7 @@ pub async fn run(
     mut messages: mpsc::Receiver<Verified>,
     settings: RolloutSettings,
     updater: Arc<dyn Updater>,
-    mut health: watch::Receiver<Verdict>,
+    mut health: watch::Receiver<SlotHealth>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut health_open = true;
@@ -204,7 +219,7 @@ struct Node {
     bus: Bus,
     settings: RolloutSettings,
     updater: Arc<dyn Updater>,
-    health: watch::Receiver<Verdict>,
+    health: watch::Receiver<SlotHealth>,
     notice: Option<RolloutNotice>,
     state: UpdateState,
     detail: String,
@@ -230,13 +245,13 @@ impl Node {
         if notice.version == running {
             let verdict = self.health.borrow().clone();
             let (state, detail) = match verdict {
-                Verdict::Checking => (
+                SlotHealth::Checking => (
                     UpdateState::Rebooting,
                     format!("running {running}; checking health"),
                 ),
-                Verdict::Good => (UpdateState::Good, format!("running {running}")),
+                SlotHealth::Good => (UpdateState::Good, format!("running {running}")),
                 // The slot is being marked bad and the node reboots into the other one.
-                Verdict::Bad(why) => (
+                SlotHealth::Bad(why) => (
                     UpdateState::Failed,
                     format!("{running}: health check: {why}"),
                 ),
@@ -247,7 +262,7 @@ impl Node {
         if matches!(self.state, UpdateState::Installing | UpdateState::Rebooting) {
             return never;
         }
-        if *self.health.borrow() != Verdict::Good {
+        if *self.health.borrow() != SlotHealth::Good {
             // A slot on trial or on its way back must not be overwritten: the fallback
             // slot is what keeps the node alive. A change of verdict looks again.
             self.set(

@@ -2,7 +2,7 @@
 //! installed through RAUC over D-Bus by [`sosna_ota`], then PID 1 reboots itself in order.
 //! After the reboot the new slot health-checks and marks itself (`ota::health`).
 
-use super::{InstallFuture, Updater};
+use super::{InstallError, InstallFuture, Updater};
 use sosna_init::power::{signal_for, PowerRequest};
 use sosna_proto::bus::messages::RolloutNotice;
 
@@ -30,20 +30,23 @@ impl Updater for Rauc {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| e.to_string())?;
-                rt.block_on(crate::cli::install(&url, Some(&digest), true))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| InstallError::Task(format!("async runtime: {e}")))?;
+                Ok::<_, InstallError>(rt.block_on(crate::cli::install(
+                    &url,
+                    Some(&digest),
+                    true,
+                ))?)
             })
             .await
-            .map_err(|e| format!("install task: {e}"))??;
+            .map_err(|e| InstallError::Task(e.to_string()))??;
             if let crate::cli::Installed::Already { .. } = installed {
                 // Installed once, yet the old release runs: the new slot fell back. Trying
                 // again would loop; the failure goes to the operator instead.
-                return Err("installed before, but the new slot did not stay (fell back)".into());
+                return Err(InstallError::FellBack);
             }
             // This is PID 1: the signal starts its own orderly reboot.
             nix::sys::signal::kill(nix::unistd::Pid::this(), signal_for(PowerRequest::Reboot))
-                .map_err(|e| format!("asking for a reboot: {e}"))
+                .map_err(InstallError::Reboot)
         })
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use sosna_bus::{peer_of, SwarmSettings};
 use sosna_market::hub::announce::HubSettings;
-use sosna_market::miner::hubbook::{Resources, BOOK_FILE};
+use sosna_market::miner::hubbook::{Capacity, BOOK_FILE};
 use sosna_market::miner::join::MinerSettings;
 use sosna_proto::bus::messages::{Agreement, PriceSchedule};
 
@@ -191,7 +191,7 @@ impl BusConfig {
             strict_whitelist: self.strict_whitelist,
             min_positive_verdicts: self.min_positive_verdicts as usize,
             join: address("", &self.join).ok().flatten(),
-            resources: Resources::detect(),
+            resources: Capacity::detect(),
             poll: Duration::from_secs(self.chain_poll_secs),
             ask_every: Duration::from_secs(self.ask_every_secs),
             book_path: Self::state_dir(state_dir).join(BOOK_FILE),

@@ -12,7 +12,7 @@ pub mod bus;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sosna_init::net::{parse_cidr, NetworkConfig, NetworkMode};
+use sosna_init::net::{parse_cidr, NetworkConfig, UplinkMode};
 use sosna_init::power::PowerConfig;
 use sosna_init::supervisor::ServiceConfig;
 use sosna_slave::SlaveConfig;
@@ -61,7 +61,7 @@ pub struct Config {
     pub log: LogConfig,
     pub network: NetworkConfig,
     pub power: PowerConfig,
-    pub runtime: RuntimeConfig,
+    pub runtime: RuntimeSection,
     pub slave: SlaveConfig,
     /// The Ethereum endpoint and deployment.
     pub chain: sosna_chain::ChainConfig,
@@ -83,7 +83,7 @@ impl Default for Config {
             log: LogConfig::default(),
             network: NetworkConfig::default(),
             power: PowerConfig::default(),
-            runtime: RuntimeConfig::default(),
+            runtime: RuntimeSection::default(),
             slave: SlaveConfig::default(),
             chain: sosna_chain::ChainConfig::default(),
             bus: bus::BusConfig::default(),
@@ -96,7 +96,7 @@ impl Default for Config {
 /// The container runtime and its control socket.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RuntimeConfig {
+pub struct RuntimeSection {
     /// Run containers at all (a hub without local work may turn it off).
     pub enabled: bool,
     /// Control socket of the `sosna run/ps/logs/kill/rm/pull/images` commands.
@@ -107,9 +107,9 @@ pub struct RuntimeConfig {
     pub log_cap_bytes: u64,
 }
 
-impl Default for RuntimeConfig {
+impl Default for RuntimeSection {
     fn default() -> Self {
-        RuntimeConfig {
+        RuntimeSection {
             enabled: true,
             socket: PathBuf::from("/run/sosna/agent.sock"),
             insecure_registries: Vec::new(),
@@ -193,8 +193,8 @@ impl Config {
             return Err(invalid("log.level", e.to_string()));
         }
         let net = &self.network;
-        if net.mode == NetworkMode::Static {
-            parse_cidr(&net.address).map_err(|r| invalid("network.address", r))?;
+        if net.mode == UplinkMode::Static {
+            parse_cidr(&net.address).map_err(|r| invalid("network.address", r.to_string()))?;
         } else if !net.address.is_empty() {
             return Err(invalid(
                 "network.address",
@@ -217,7 +217,8 @@ impl Config {
                     ),
                 ));
             }
-            parse_cidr(&link.address).map_err(|r| invalid("network.link.address", r))?;
+            parse_cidr(&link.address)
+                .map_err(|r| invalid("network.link.address", r.to_string()))?;
         }
         let slave = &self.slave;
         if slave.max_frame_bytes < 64 {
@@ -320,7 +321,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.role, Role::Miner);
-        assert_eq!(c.network.mode, NetworkMode::Dhcp);
+        assert_eq!(c.network.mode, UplinkMode::Dhcp);
     }
 
     #[test]
