@@ -60,7 +60,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "sosna-testkit",
-        &["sosna-init", "sosna-runtime", "sosna-bus"],
+        &[
+            "sosna-contracts",
+            "sosna-init",
+            "sosna-runtime",
+            "sosna-bus",
+            "sosna-chain",
+        ],
     ),
     ("sosna-image", &["sosna-init"]),
 ];
