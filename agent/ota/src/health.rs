@@ -55,10 +55,7 @@ pub async fn after_boot(probes: Probes, verdict: watch::Sender<SlotHealth>) {
     }
     tracing::info!("ota: slot {slot} is on trial; checking health");
     let checked = match check(slot, &probes).await {
-        Ok(rauc) => rauc
-            .mark_booted(true)
-            .await
-            .map_err(|e| format!("mark good: {e}")),
+        Ok(rauc) => rauc.mark_booted(true).await.map_err(HealthError::MarkGood),
         Err(why) => Err(why),
     };
     drop(probes);
@@ -69,6 +66,7 @@ pub async fn after_boot(probes: Probes, verdict: watch::Sender<SlotHealth>) {
             verdict.send_replace(SlotHealth::Good);
         }
         Err(why) => {
+            let why = why.to_string();
             println!("SOSNA OTA slot={slot} version={version} state=bad reason={why}");
             verdict.send_replace(SlotHealth::Bad(why));
             mark_bad(slot, esp).await;
@@ -85,24 +83,23 @@ pub async fn after_boot(probes: Probes, verdict: watch::Sender<SlotHealth>) {
 /// bus and agrees which slot booted; a container starts and exits as it should; the bus
 /// reaches a peer; the chain answers as the deployment's chain (and, on test images, the
 /// test flag is absent).
-async fn check(slot: char, probes: &Probes) -> Result<Rauc, String> {
+async fn check(slot: char, probes: &Probes) -> Result<Rauc, HealthError> {
     #[cfg(feature = "fault-injection")]
     if Path::new(super::HEALTH_FAIL_FLAG).exists() {
-        return Err(format!("{} present", super::HEALTH_FAIL_FLAG));
+        return Err(HealthError::TestFlag(super::HEALTH_FAIL_FLAG));
     }
-    let rauc = Rauc::connect(RAUC_WAIT).await.map_err(|e| e.to_string())?;
-    let booted = rauc.booted().await.map_err(|e| e.to_string())?;
+    let rauc = Rauc::connect(RAUC_WAIT).await?;
+    let booted = rauc.booted().await?;
     if booted != slot.to_string() {
-        return Err(format!(
-            "RAUC says slot {booted:?} booted, the kernel says {slot}"
-        ));
+        return Err(HealthError::OtherSlot {
+            rauc: booted,
+            kernel: slot,
+        });
     }
-    let slots = rauc.slots().await.map_err(|e| e.to_string())?;
-    rauc::booted_slot(&slots, &booted).map_err(|e| e.to_string())?;
+    let slots = rauc.slots().await?;
+    rauc::booted_slot(&slots, &booted)?;
     if let Some(rt) = &probes.runtime {
-        sosna_runtime::probe::run(rt)
-            .await
-            .map_err(|e| e.to_string())?;
+        sosna_runtime::probe::run(rt).await?;
         tracing::info!("ota: health: a probe container ran");
     }
     if let Some(bus) = &probes.bus {
@@ -116,16 +113,45 @@ async fn check(slot: char, probes: &Probes) -> Result<Rauc, String> {
     Ok(rauc)
 }
 
+/// Why a boot failed its health check; the text is the `reason=` operators see.
+#[derive(Debug, thiserror::Error)]
+enum HealthError {
+    #[cfg(feature = "fault-injection")]
+    #[error("{0} present")]
+    TestFlag(&'static str),
+    #[error(transparent)]
+    Rauc(#[from] rauc::RaucError),
+    #[error("mark good: {0}")]
+    MarkGood(rauc::RaucError),
+    #[error("RAUC says slot {rauc:?} booted, the kernel says {kernel}")]
+    OtherSlot { rauc: String, kernel: char },
+    #[error(transparent)]
+    Probe(#[from] sosna_runtime::probe::ProbeError),
+    #[error("the bus did not start within {0:?}")]
+    BusDown(Duration),
+    #[error("bus: {last} within {wait:?}")]
+    NoPeer { last: String, wait: Duration },
+    #[error(transparent)]
+    Chain(#[from] sosna_chain::ChainError),
+    #[error("chain {url}: chain id {got}, the deployment is for {want}")]
+    WrongChain { url: String, got: u64, want: u64 },
+    #[error("chain {url}: {last} within {wait:?}")]
+    ChainSilent {
+        url: String,
+        last: String,
+        wait: Duration,
+    },
+}
+
 /// Waits until the bus has started and holds a connection to some peer.
 async fn peer_joined(
     mut bus: watch::Receiver<Option<Bus>>,
     wait: Duration,
-) -> Result<usize, String> {
+) -> Result<usize, HealthError> {
     let deadline = tokio::time::Instant::now() + wait;
     let handle = match tokio::time::timeout_at(deadline, bus.wait_for(Option::is_some)).await {
         Ok(Ok(b)) => b.clone().expect("waited for Some"),
-        Ok(Err(_)) => return Err("the bus did not start".into()),
-        Err(_) => return Err(format!("the bus did not start within {wait:?}")),
+        Ok(Err(_)) | Err(_) => return Err(HealthError::BusDown(wait)),
     };
     loop {
         let last = match handle.status().await {
@@ -134,33 +160,36 @@ async fn peer_joined(
             Err(e) => e.to_string(),
         };
         if tokio::time::Instant::now() + POLL > deadline {
-            return Err(format!("bus: {last} within {wait:?}"));
+            return Err(HealthError::NoPeer { last, wait });
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
 /// Waits until the chain's endpoint answers with the deployment's chain id.
-async fn chain_answers(cfg: &ChainConfig, wait: Duration) -> Result<u64, String> {
+async fn chain_answers(cfg: &ChainConfig, wait: Duration) -> Result<u64, HealthError> {
     use alloy_provider::Provider;
-    let want = sosna_chain::deployment(cfg)
-        .map_err(|e| e.to_string())?
-        .chain_id;
-    let provider = sosna_chain::connect(&cfg.rpc_url, cfg.timeout()).map_err(|e| e.to_string())?;
+    let want = sosna_chain::deployment(cfg)?.chain_id;
+    let provider = sosna_chain::connect(&cfg.rpc_url, cfg.timeout())?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let last = match provider.get_chain_id().await {
             Ok(id) if id == want => return Ok(id),
             Ok(id) => {
-                return Err(format!(
-                    "chain {}: chain id {id}, the deployment is for {want}",
-                    cfg.rpc_url
-                ))
+                return Err(HealthError::WrongChain {
+                    url: cfg.rpc_url.clone(),
+                    got: id,
+                    want,
+                })
             }
             Err(e) => e.to_string(),
         };
         if tokio::time::Instant::now() + POLL > deadline {
-            return Err(format!("chain {}: {last} within {wait:?}", cfg.rpc_url));
+            return Err(HealthError::ChainSilent {
+                url: cfg.rpc_url.clone(),
+                last,
+                wait,
+            });
         }
         tokio::time::sleep(POLL).await;
     }

@@ -88,30 +88,44 @@ impl OtaServices {
     }
 }
 
+/// Why the partition links RAUC needs could not be made.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("no sosna.esp on the kernel command line")]
+    NoEsp,
+    #[error(transparent)]
+    Gpt(#[from] sosna_init::boot::gpt::GptError),
+    #[error("{}: no GPT", .0.display())]
+    NoGpt(std::path::PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// `/dev/disk/by-partlabel/LABEL` for every partition on the disk that holds the ESP
 /// (there is no udev): RAUC's slots name their devices this way.
-fn partition_links() -> Result<(), String> {
+fn partition_links() -> Result<(), LinkError> {
+    use sosna_init::boot::gpt;
     let boot = sosna_init::cmdline::BootArgs::from_proc().0;
-    let esp = boot
-        .disk
-        .esp
-        .ok_or("no sosna.esp on the kernel command line")?;
-    let found = sosna_init::boot::gpt::find(&esp, Duration::ZERO).map_err(|e| e.to_string())?;
-    let table = sosna_init::boot::gpt::read_table(&found.disk)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{}: no GPT", found.disk.display()))?;
+    let esp = boot.disk.esp.ok_or(LinkError::NoEsp)?;
+    let found = gpt::find(&esp, Duration::ZERO)?;
+    let table = gpt::read_table(&found.disk)?.ok_or(LinkError::NoGpt(found.disk.clone()))?;
     let dir = Path::new("/dev/disk/by-partlabel");
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| LinkError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     for p in table
         .iter()
         .filter(|p| !p.label.is_empty() && !p.label.contains('/'))
     {
-        let node =
-            sosna_init::boot::gpt::find(&p.uuid, Duration::ZERO).map_err(|e| e.to_string())?;
+        let node = gpt::find(&p.uuid, Duration::ZERO)?;
         let link = dir.join(&p.label);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&node.node, &link)
-            .map_err(|e| format!("link {}: {e}", link.display()))?;
+            .map_err(|source| LinkError::Io { path: link, source })?;
     }
     Ok(())
 }

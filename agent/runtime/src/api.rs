@@ -113,7 +113,7 @@ async fn handle(conn: UnixStream, rt: Runtime) -> std::io::Result<()> {
                 }
                 match result {
                     Ok(v) => json!({ "ok": v }),
-                    Err(e) => json!({ "error": e }),
+                    Err(e) => json!({ "error": e.to_string() }),
                 }
             }
             Err(e) => json!({ "error": format!("bad request: {e}") }),
@@ -126,28 +126,27 @@ async fn answer(
     rt: &Runtime,
     req: Request,
     progress: tokio::sync::mpsc::UnboundedSender<Value>,
-) -> Result<Value, String> {
-    let s = |e: super::RuntimeError| e.to_string();
+) -> Result<Value, super::RuntimeError> {
     Ok(match req {
         Request::Pull { reference } => {
             let report = move |ev: super::pull::PullEvent| {
                 let _ = progress.send(serde_json::to_value(ev).unwrap_or(Value::Null));
             };
-            json!(rt.pull(&reference, &report).await.map_err(s)?)
+            json!(rt.pull(&reference, &report).await?)
         }
-        Request::Images {} => json!(rt.images().map_err(s)?),
-        Request::Rmi { reference } => json!(rt.remove_image(&reference).map_err(s)?),
-        Request::Gc {} => json!(rt.gc().map_err(s)?),
-        Request::Run { task } => json!(rt.run(task).await.map_err(s)?),
-        Request::Wait { id } => json!(rt.wait(&id).await.map_err(s)?),
+        Request::Images {} => json!(rt.images()?),
+        Request::Rmi { reference } => json!(rt.remove_image(&reference)?),
+        Request::Gc {} => json!(rt.gc()?),
+        Request::Run { task } => json!(rt.run(task).await?),
+        Request::Wait { id } => json!(rt.wait(&id).await?),
         Request::Ps {} => json!(rt.ps()),
         Request::Logs { id } => {
-            let (out, err) = rt.logs(&id).map_err(s)?;
+            let (out, err) = rt.logs(&id)?;
             json!({"stdout": String::from_utf8_lossy(&out), "stderr": String::from_utf8_lossy(&err)})
         }
-        Request::Kill { id, signal } => json!(rt.kill(&id, signal).map_err(s)?),
+        Request::Kill { id, signal } => json!(rt.kill(&id, signal)?),
         Request::Rm { id, force } => {
-            rt.remove(&id, force).await.map_err(s)?;
+            rt.remove(&id, force).await?;
             Value::Null
         }
     })

@@ -367,15 +367,28 @@ fn refuse(slot: char, disk: &DiskArgs, reason: &str, delay: Duration) -> ! {
     }
 }
 
-fn mark_bad(slot: char, disk: &DiskArgs) -> Result<String, String> {
-    let uuid = disk
-        .esp
-        .as_deref()
-        .ok_or("no sosna.esp on the command line")?;
-    let dev = gpt::find_by_uuid(uuid, Duration::ZERO).map_err(|e| e.to_string())?;
+/// Why a slot could not be marked bad on the ESP.
+#[derive(Debug, thiserror::Error)]
+enum MarkBadError {
+    #[error("no sosna.esp on the command line")]
+    NoEsp,
+    #[error(transparent)]
+    Gpt(#[from] GptError),
+    #[error("create {0}: {1}")]
+    Dir(&'static str, std::io::Error),
+    #[error("mount ESP {0}: {1}")]
+    Mount(PathBuf, nix::Error),
+    #[error(transparent)]
+    BootSlot(#[from] bootslot::BootSlotError),
+}
+
+fn mark_bad(slot: char, disk: &DiskArgs) -> Result<String, MarkBadError> {
+    let uuid = disk.esp.as_deref().ok_or(MarkBadError::NoEsp)?;
+    let dev = gpt::find_by_uuid(uuid, Duration::ZERO)?;
     // Under /run: a tmpfs both before and after the switch to the read-only root.
-    let at = Path::new("/run/sosna-esp");
-    std::fs::create_dir_all(at).map_err(|e| format!("create {}: {e}", at.display()))?;
+    const AT: &str = "/run/sosna-esp";
+    let at = Path::new(AT);
+    std::fs::create_dir_all(at).map_err(|e| MarkBadError::Dir(AT, e))?;
     mount(
         Some(&dev),
         at,
@@ -383,8 +396,8 @@ fn mark_bad(slot: char, disk: &DiskArgs) -> Result<String, String> {
         MsFlags::MS_NOSUID,
         None::<&str>,
     )
-    .map_err(|e| format!("mount ESP {}: {e}", dev.display()))?;
-    let marked = bootslot::mark_bad(at, slot).map_err(|e| e.to_string());
+    .map_err(|e| MarkBadError::Mount(dev.clone(), e))?;
+    let marked = bootslot::mark_bad(at, slot).map_err(MarkBadError::from);
     nix::unistd::sync();
     if let Err(e) = umount(at) {
         say!("unmount ESP: {e}");

@@ -17,9 +17,10 @@ use alloy_primitives::{keccak256, Address, Uint, U256};
 use serde::{Deserialize, Serialize};
 use sosna_contracts::{Deployment, IMarket};
 
-use super::dispatch::Dispatcher;
+use super::dispatch::{DispatchError, Dispatcher};
 use super::settle::{settle, Deal, Settlement};
 use sosna_chain::sender::Sender;
+use sosna_chain::ChainError;
 use sosna_proto::attest::{Attestation, Unit};
 use sosna_proto::bus::messages::{
     JobPhase, JobStatus, JobSubmission, JobTimings, Response, MAX_REPLICAS, MICRO_SNM_WEI,
@@ -47,6 +48,44 @@ pub struct DeskSettings {
 pub enum DeskError {
     #[error("job state {path}: {reason}")]
     State { path: PathBuf, reason: String },
+}
+
+/// Why a buyer's job is refused; the text goes back to the buyer.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("deal {0} was submitted already")]
+    Duplicate(U256),
+    #[error("task spec: {0}")]
+    SpecJson(#[from] serde_json::Error),
+    #[error("task spec: {0}")]
+    Spec(#[from] sosna_proto::task::TaskError),
+    #[error("{0} replicas (1..={MAX_REPLICAS})")]
+    Replicas(u16),
+    #[error("price is not a uint96 above zero")]
+    Price,
+    #[error("deadline is only {0}s away")]
+    Deadline(u64),
+    #[error("deal {deal} is not open on the Market with these terms for {buyer} and hub {hub}")]
+    NotOpen {
+        deal: U256,
+        buyer: Address,
+        hub: Address,
+    },
+    #[error("checking deal {deal}: {source}")]
+    Chain { deal: U256, source: ChainError },
+}
+
+/// Why a taken job did not finish.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error("the deal's deadline passed before the task ran")]
+    DeadlinePassed,
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    #[error("decided without a result")]
+    NoResult,
+    #[error(transparent)]
+    Settle(#[from] ChainError),
 }
 
 /// One job as kept on disk.
@@ -111,7 +150,7 @@ impl Desk {
             Ok(false) => {}
             Err(why) => {
                 tracing::info!("market: refused deal {} from {buyer}: {why}", job.deal);
-                return Response::Refused(truncate(why));
+                return Response::Refused(truncate(why.to_string()));
             }
         }
         let deal = job.deal;
@@ -155,26 +194,25 @@ impl Desk {
     }
 
     /// Ok(true): already taken. Ok(false): new and acceptable.
-    async fn check(&self, buyer: Address, job: &JobSubmission) -> Result<bool, String> {
+    async fn check(&self, buyer: Address, job: &JobSubmission) -> Result<bool, Refusal> {
         if let Some(known) = self.inner.jobs.lock().expect("jobs lock").get(&job.deal) {
             return if known.buyer == buyer && known.submission == *job {
                 Ok(true)
             } else {
-                Err(format!("deal {} was submitted already", job.deal))
+                Err(Refusal::Duplicate(job.deal))
             };
         }
-        let spec: TaskSpec =
-            serde_json::from_str(&job.spec).map_err(|e| format!("task spec: {e}"))?;
-        spec.validate().map_err(|e| format!("task spec: {e}"))?;
+        let spec: TaskSpec = serde_json::from_str(&job.spec)?;
+        spec.validate()?;
         if job.replicas == 0 || job.replicas > MAX_REPLICAS {
-            return Err(format!("{} replicas (1..={MAX_REPLICAS})", job.replicas));
+            return Err(Refusal::Replicas(job.replicas));
         }
         if job.price.is_zero() || job.price > U256::from(u128::MAX >> 32) {
-            return Err("price is not a uint96 above zero".into());
+            return Err(Refusal::Price);
         }
         let left = Duration::from_secs(job.deadline.saturating_sub(now_secs()));
         if left <= SETTLE_MARGIN * 2 {
-            return Err(format!("deadline is only {}s away", left.as_secs()));
+            return Err(Refusal::Deadline(left.as_secs()));
         }
         let open = IMarket::isOpenCall {
             id: job.deal,
@@ -183,11 +221,15 @@ impl Desk {
         let market = self.inner.deployment.market;
         match self.inner.sender.call("Market.isOpen", market, open).await {
             Ok(true) => Ok(false),
-            Ok(false) => Err(format!(
-                "deal {} is not open on the Market with these terms for {buyer} and hub {}",
-                job.deal, self.inner.settings.wallet
-            )),
-            Err(e) => Err(format!("checking deal {}: {e}", job.deal)),
+            Ok(false) => Err(Refusal::NotOpen {
+                deal: job.deal,
+                buyer,
+                hub: self.inner.settings.wallet,
+            }),
+            Err(source) => Err(Refusal::Chain {
+                deal: job.deal,
+                source,
+            }),
         }
     }
 
@@ -258,22 +300,21 @@ impl Desk {
             / U256::from(job.replicas)
     }
 
-    async fn run(&self, job: &Job) -> Result<(), String> {
+    async fn run(&self, job: &Job) -> Result<(), JobError> {
         let s = &job.submission;
         let left = Duration::from_secs(s.deadline.saturating_sub(now_secs()));
         let timeout = left
             .saturating_sub(SETTLE_MARGIN)
             .min(self.inner.settings.unit_timeout);
         if timeout.is_zero() {
-            return Err("the deal's deadline passed before the task ran".into());
+            return Err(JobError::DeadlinePassed);
         }
         let pay_usnm = (self.pay_each(s) / U256::from(MICRO_SNM_WEI)).saturating_to::<u64>();
         let result = self
             .inner
             .dispatcher
             .run_unit(self.unit(s), &s.spec, pay_usnm, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let dispatch_ms = result.dispatch.as_millis() as u64;
         tracing::info!(
             "market: deal {}: {} agreed, {} outvoted",
@@ -303,13 +344,9 @@ impl Desk {
         Ok(())
     }
 
-    async fn settle(&self, job: &Job) -> Result<(), String> {
+    async fn settle(&self, job: &Job) -> Result<(), JobError> {
         let s = &job.submission;
-        let bundle = job
-            .status
-            .result
-            .as_ref()
-            .ok_or("decided without a result")?;
+        let bundle = job.status.result.as_ref().ok_or(JobError::NoResult)?;
         let pay_each = self.pay_each(s);
         let settlement = Settlement {
             deal: Deal {
@@ -328,8 +365,7 @@ impl Desk {
             self.inner.settings.wallet,
             &settlement,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let settle_ms = started.elapsed().as_millis() as u64;
         let txs: Vec<_> = [
             Some(&settled.commit),
@@ -361,7 +397,7 @@ impl Desk {
     }
 
     /// Marks the job failed and hands the buyer's money back through `releaseDeal`.
-    async fn fail(&self, job: &Job, why: String) {
+    async fn fail(&self, job: &Job, why: JobError) {
         let deal = job.submission.deal;
         tracing::warn!("market: deal {deal} failed: {why}");
         let release = IMarket::releaseDealCall {

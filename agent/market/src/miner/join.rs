@@ -53,6 +53,22 @@ enum CheckFailed {
     Bad(String),
 }
 
+/// Why a hub's metadata could not be taken.
+#[derive(Debug, thiserror::Error)]
+enum MetadataError {
+    #[error(transparent)]
+    Bus(#[from] sosna_bus::BusError),
+    #[error("answered for wallet {wallet} signed by {signer}, announced {announced} by {owner}")]
+    Mismatch {
+        wallet: Address,
+        signer: Address,
+        announced: Address,
+        owner: Address,
+    },
+    #[error("unexpected answer {0}")]
+    Unexpected(String),
+}
+
 /// Runs until `stop` turns true or the bus stops; takes no work.
 pub async fn run(
     bus: Bus,
@@ -276,20 +292,18 @@ impl Miner {
         &self,
         a: &HubAnnouncement,
         peer: PeerId,
-    ) -> Result<sosna_proto::bus::messages::Agreement, String> {
+    ) -> Result<sosna_proto::bus::messages::Agreement, MetadataError> {
         let addrs: Vec<Multiaddr> = a.multiaddrs.iter().filter_map(|m| m.parse().ok()).collect();
-        let (from, response) = self
-            .bus
-            .request(peer, addrs, Request::HubMetadata)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (from, response) = self.bus.request(peer, addrs, Request::HubMetadata).await?;
         match response {
             Response::HubMetadata(m) if m.wallet == a.wallet && from == a.owner => Ok(m.agreement),
-            Response::HubMetadata(m) => Err(format!(
-                "answered for wallet {} signed by {from}, announced {} by {}",
-                m.wallet, a.wallet, a.owner
-            )),
-            other => Err(format!("unexpected answer {other:?}")),
+            Response::HubMetadata(m) => Err(MetadataError::Mismatch {
+                wallet: m.wallet,
+                signer: from,
+                announced: a.wallet,
+                owner: a.owner,
+            }),
+            other => Err(MetadataError::Unexpected(format!("{other:?}"))),
         }
     }
 

@@ -13,7 +13,7 @@ use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use serde::{Deserialize, Serialize};
 
-use super::messages::Message;
+use super::messages::{Message, MessageError};
 
 /// What a receiver accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,10 @@ pub enum EnvelopeError {
     #[error("{kind} is not allowed on topic {topic:?}")]
     Schema { kind: &'static str, topic: String },
     #[error("invalid {kind}: {reason}")]
-    InvalidMessage { kind: &'static str, reason: String },
+    InvalidMessage {
+        kind: &'static str,
+        reason: MessageError,
+    },
     #[error("encoding envelope: {0}")]
     Encode(String),
 }

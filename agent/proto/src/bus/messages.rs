@@ -342,48 +342,44 @@ impl Message {
     }
 
     /// Content rules beyond the schema; `signer` is the envelope's verified sender.
-    pub fn check(&self, signer: Address) -> Result<(), String> {
+    pub fn check(&self, signer: Address) -> Result<(), MessageError> {
+        let signed_by = |what: &'static str, claimed: Address| {
+            if claimed == signer {
+                Ok(())
+            } else {
+                Err(MessageError::NotSigner {
+                    what,
+                    claimed,
+                    signer,
+                })
+            }
+        };
         match self {
             Message::HubAnnouncement(a) => {
-                if a.owner != signer {
-                    return Err(format!(
-                        "announcement owner {} is not its signer {signer}",
-                        a.owner
-                    ));
-                }
+                signed_by("announcement owner", a.owner)?;
                 if a.wallet.is_zero() {
-                    return Err("announcement wallet is zero".into());
+                    return Err(MessageError::ZeroWallet);
                 }
-                if a.multiaddrs.is_empty() || a.multiaddrs.len() > MAX_ADDRS {
-                    return Err(format!(
-                        "announcement has {} multiaddrs (1..={MAX_ADDRS})",
-                        a.multiaddrs.len()
-                    ));
-                }
+                check_count("multiaddrs", a.multiaddrs.len(), MAX_ADDRS)?;
                 check_text("name", &a.name)?;
                 a.multiaddrs
                     .iter()
                     .try_for_each(|m| check_text("multiaddr", m))
             }
-            Message::HubVerdict(v) if v.asker == signer => {
-                Err("a verdict answering its own question".into())
-            }
+            Message::HubVerdict(v) if v.asker == signer => Err(MessageError::OwnVerdict),
             Message::Response(Response::HubMetadata(m)) => {
-                if m.owner != signer {
-                    return Err(format!(
-                        "metadata owner {} is not its signer {signer}",
-                        m.owner
-                    ));
-                }
+                signed_by("metadata owner", m.owner)?;
                 check_text("name", &m.name)
             }
             Message::Response(Response::Refused(why)) => check_text("reason", why),
             Message::Request(Request::Offer(o)) => {
-                if o.spec.len() > MAX_SPEC {
-                    return Err(format!("task spec longer than {MAX_SPEC} bytes"));
-                }
+                check_len("task spec", o.spec.len(), MAX_SPEC)?;
                 if o.unit.replicas == 0 {
-                    return Err("offer for zero replicas".into());
+                    return Err(MessageError::Count {
+                        what: "replicas",
+                        got: 0,
+                        max: usize::from(MAX_REPLICAS),
+                    });
                 }
                 Ok(())
             }
@@ -393,21 +389,14 @@ impl Message {
                     stdout,
                     attestation,
                 } => {
-                    if stdout.len() > MAX_RESULT {
-                        return Err(format!("result longer than {MAX_RESULT} bytes"));
-                    }
-                    if attestation.miner != signer {
-                        return Err(format!(
-                            "result attested for {} but sent by {signer}",
-                            attestation.miner
-                        ));
-                    }
+                    check_len("result", stdout.len(), MAX_RESULT)?;
+                    signed_by("result attestation", attestation.miner)?;
                     let bundle = crate::result::ResultBundle {
                         exit_code: *exit_code,
                         stdout: stdout.clone(),
                     };
                     if bundle.digest() != attestation.digest {
-                        return Err("attested digest is not the result's".into());
+                        return Err(MessageError::DigestMismatch);
                     }
                     Ok(())
                 }
@@ -417,20 +406,18 @@ impl Message {
                 check_text("version", &n.version)?;
                 check_text("url", &n.url)?;
                 if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
-                    return Err(format!("bundle url {:?} is not http(s)", n.url));
+                    return Err(MessageError::NotHttp(n.url.clone()));
                 }
                 if n.size == 0 || n.sha256.is_zero() {
-                    return Err("notice without the bundle's size and sha256".into());
+                    return Err(MessageError::NoBundleDigest);
                 }
-                if n.waves.is_empty() || n.waves.len() > MAX_WAVES {
-                    return Err(format!("{} waves (1..={MAX_WAVES})", n.waves.len()));
-                }
+                check_count("waves", n.waves.len(), MAX_WAVES)?;
                 let ordered = n
                     .waves
                     .windows(2)
                     .all(|w| w[0].percent <= w[1].percent && w[0].start_ms <= w[1].start_ms);
                 if !ordered || n.waves.iter().any(|w| w.percent > 100) {
-                    return Err("waves must grow in percent (at most 100) and start time".into());
+                    return Err(MessageError::WavesOutOfOrder);
                 }
                 Ok(())
             }
@@ -441,28 +428,21 @@ impl Message {
                 check_text("detail", &r.detail)
             }
             Message::Request(Request::Submit(j)) => {
-                if j.spec.len() > MAX_SPEC {
-                    return Err(format!("task spec longer than {MAX_SPEC} bytes"));
-                }
-                if j.replicas == 0 || j.replicas > MAX_REPLICAS {
-                    return Err(format!(
-                        "{} replicas asked (1..={MAX_REPLICAS})",
-                        j.replicas
-                    ));
-                }
-                Ok(())
+                check_len("task spec", j.spec.len(), MAX_SPEC)?;
+                check_count(
+                    "replicas",
+                    usize::from(j.replicas),
+                    usize::from(MAX_REPLICAS),
+                )
             }
             Message::Response(Response::Job(j)) => {
-                if j.result
-                    .as_ref()
-                    .is_some_and(|r| r.stdout.len() > MAX_RESULT)
-                {
-                    return Err(format!("result longer than {MAX_RESULT} bytes"));
+                if let Some(r) = &j.result {
+                    check_len("result", r.stdout.len(), MAX_RESULT)?;
                 }
                 if j.agree.len() + j.disagree.len() > usize::from(MAX_REPLICAS) * 2
                     || j.txs.len() > 8
                 {
-                    return Err("job status lists too many miners or transactions".into());
+                    return Err(MessageError::TooManyListed);
                 }
                 check_text("detail", &j.detail)
             }
@@ -471,9 +451,53 @@ impl Message {
     }
 }
 
-fn check_text(what: &str, text: &str) -> Result<(), String> {
-    if text.len() > MAX_TEXT {
-        return Err(format!("{what} longer than {MAX_TEXT} bytes"));
+/// Why a message that decoded is still refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("{what} {claimed} is not the signer {signer}")]
+    NotSigner {
+        what: &'static str,
+        claimed: Address,
+        signer: Address,
+    },
+    #[error("announcement wallet is zero")]
+    ZeroWallet,
+    #[error("{got} {what} (1..={max})")]
+    Count {
+        what: &'static str,
+        got: usize,
+        max: usize,
+    },
+    #[error("{what} longer than {max} bytes")]
+    TooLong { what: &'static str, max: usize },
+    #[error("a verdict answering its own question")]
+    OwnVerdict,
+    #[error("attested digest is not the result's")]
+    DigestMismatch,
+    #[error("bundle url {0:?} is not http(s)")]
+    NotHttp(String),
+    #[error("notice without the bundle's size and sha256")]
+    NoBundleDigest,
+    #[error("waves must grow in percent (at most 100) and start time")]
+    WavesOutOfOrder,
+    #[error("job status lists too many miners or transactions")]
+    TooManyListed,
+}
+
+fn check_text(what: &'static str, text: &str) -> Result<(), MessageError> {
+    check_len(what, text.len(), MAX_TEXT)
+}
+
+fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), MessageError> {
+    if len > max {
+        return Err(MessageError::TooLong { what, max });
+    }
+    Ok(())
+}
+
+fn check_count(what: &'static str, got: usize, max: usize) -> Result<(), MessageError> {
+    if got == 0 || got > max {
+        return Err(MessageError::Count { what, got, max });
     }
     Ok(())
 }
