@@ -96,9 +96,12 @@ impl Transaction {
     pub fn parse_reply(&self, bytes: &[u8]) -> Result<Option<(MessageType, Message)>, DhcpError> {
         let msg = Message::decode(&mut Decoder::new(bytes))
             .map_err(|e| DhcpError::Malformed(e.to_string()))?;
+        // The MAC is read from the raw header (chaddr at offset 28), not `msg.chaddr()`:
+        // dhcproto 0.15 slices its 16-byte array by the sender's `hlen` byte and panics when
+        // a reply claims more than 16, and any host on the LAN may send such a reply.
         if msg.opcode() != Opcode::BootReply
             || msg.xid() != self.xid
-            || msg.chaddr().get(..6) != Some(&self.mac[..])
+            || bytes.get(CHADDR..CHADDR + 6) != Some(&self.mac[..])
         {
             return Ok(None);
         }
@@ -113,6 +116,9 @@ impl Transaction {
 /// An empty BOOTREQUEST, made by decoding rather than with `Message::new`: that one draws
 /// a random xid from the OS RNG, which blocks until the kernel's CRNG is seeded — seconds
 /// or more on a fresh VM without an RNG device, all of it on the boot path.
+/// Offset of `chaddr` in a BOOTP header.
+const CHADDR: usize = 28;
+
 fn empty_request() -> Message {
     let mut raw = [0u8; 241];
     raw[0] = 1; // op = BOOTREQUEST
@@ -340,6 +346,18 @@ mod tests {
         assert_eq!(lease.router, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(lease.dns, vec![Ipv4Addr::new(10, 0, 2, 3)]);
         assert_eq!(lease.renew_after, Duration::from_secs(43200));
+    }
+
+    /// A reply for our transaction and MAC whose `hlen` byte claims more than chaddr's 16
+    /// bytes: found by fuzzing (`dhcp_reply`); it used to panic inside dhcproto, in PID 1.
+    #[test]
+    fn a_reply_with_an_oversized_hardware_length_does_not_panic() {
+        let tx = Transaction::new(5, MAC);
+        let mut bytes = reply(&tx, MessageType::Offer, vec![]);
+        bytes[2] = 200; // hlen
+        let parsed = std::panic::catch_unwind(|| tx.parse_reply(&bytes).map(|r| r.is_some()));
+        let parsed = parsed.expect("parsing an oversized hlen must not panic");
+        assert!(parsed.is_ok(), "{parsed:?}");
     }
 
     #[test]
