@@ -11,7 +11,7 @@ use libp2p::StreamProtocol;
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/sosna/rpc/1");
 
 /// Largest frame either side reads; larger frames end the stream with an error.
-pub const MAX_FRAME: usize = 64 * 1024;
+pub const MAX_FRAME: usize = sosna_proto::bus::limits::MAX_RPC_FRAME;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Codec;

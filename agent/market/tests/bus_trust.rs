@@ -48,6 +48,9 @@ fn min_payout_wei() -> U256 {
 struct ScriptedChain {
     listed: Mutex<HashMap<Address, WhitelistRecord>>,
     payouts: Mutex<HashMap<Address, Vec<Payout>>>,
+    stakes: Mutex<HashMap<Address, U256>>,
+    /// HubWallets that exist but are not listed: their owners.
+    owners: Mutex<HashMap<Address, Address>>,
     /// While set, every read fails as if the RPC endpoint were down.
     down: std::sync::atomic::AtomicBool,
 }
@@ -74,6 +77,25 @@ impl ChainView for ScriptedChain {
             spendable: U256::from(10) * min_payout_wei(),
             frozen: min_payout_wei(),
         })
+    }
+    async fn wallet_owner(&self, wallet: Address) -> Result<Option<Address>, ChainError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ChainError::Rpc {
+                what: "owner()".into(),
+                reason: "connection refused".into(),
+            });
+        }
+        let listed = self.listed.lock().unwrap().get(&wallet).map(|r| r.owner);
+        Ok(listed.or_else(|| self.owners.lock().unwrap().get(&wallet).copied()))
+    }
+    async fn stake_of(&self, miner: Address) -> Result<U256, ChainError> {
+        Ok(self
+            .stakes
+            .lock()
+            .unwrap()
+            .get(&miner)
+            .copied()
+            .unwrap_or_default())
     }
     async fn payouts(
         &self,
@@ -137,6 +159,7 @@ fn miner_settings(book_path: PathBuf) -> MinerSettings {
         poll: Duration::from_millis(200),
         ask_every: Duration::from_millis(300),
         book_path,
+        min_voice_stake: U256::from(1),
     }
 }
 
@@ -215,6 +238,13 @@ async fn wait_trust(path: &Path, wallet: Address, want: Trust, what: &str) {
     });
 }
 
+/// The key of the hub nobody listed; on the scripted chain it owns a HubWallet.
+fn unlisted_owner_key() -> alloy_signer_local::PrivateKeySigner {
+    alloy_signer_local::PrivateKeySigner::from_bytes(&alloy_primitives::B256::repeat_byte(0x42))
+        .unwrap()
+}
+const UNLISTED_WALLET: Address = Address::repeat_byte(0x99);
+
 /// Shared body: `hub` owns whitelisted `wallet`; `unlisted` is a hub nobody listed.
 async fn _test_trust_flow(
     hub_id: Identity,
@@ -222,12 +252,13 @@ async fn _test_trust_flow(
     chain: Arc<dyn ChainView>,
     payer: &dyn Payer,
 ) {
-    let unlisted_wallet = Address::repeat_byte(0x99);
+    let unlisted_wallet = UNLISTED_WALLET;
+    let unlisted_owner = Identity::with_eth_key(unlisted_owner_key());
     let fleet = start_fleet(
         vec![
             (hub_id, hub_settings(wallet, "good-hub")),
             (
-                Identity::ephemeral(),
+                unlisted_owner,
                 hub_settings(unlisted_wallet, "unlisted-hub"),
             ),
         ],
@@ -308,12 +339,14 @@ async fn _test_trust_flow(
     .await
     .unwrap();
 
-    // Strict mode: the unlisted hub was heard but never asked for metadata nor joined.
+    // Strict mode: the unlisted hub (a HubWallet on the scripted chain, no contract at
+    // all on anvil) was never asked for metadata nor joined.
     for path in &fleet.book_paths {
         let book = HubBook::load(path).unwrap();
-        let e = book.get(&unlisted_wallet).expect("unlisted hub heard");
-        assert_eq!(e.trust, Trust::Ignored, "{}", book.render());
-        assert!(e.agreement.is_none() && !e.joined, "{e:?}");
+        if let Some(e) = book.get(&unlisted_wallet) {
+            assert_eq!(e.trust, Trust::Ignored, "{}", book.render());
+            assert!(e.agreement.is_none() && !e.joined, "{e:?}");
+        }
     }
     let _ = fleet.stop.send(true);
 }
@@ -333,6 +366,11 @@ async fn test_trust_flow_reaches_safe_on_scripted_chain() {
             name: "good-hub".into(),
         },
     );
+    chain
+        .owners
+        .lock()
+        .unwrap()
+        .insert(UNLISTED_WALLET, unlisted_owner_key().address());
     _test_trust_flow(hub_id, wallet, chain.clone(), &chain).await;
 }
 
@@ -387,43 +425,94 @@ async fn test_chain_outage_defers_the_check_instead_of_rejecting() {
     let _ = fleet.stop.send(true);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_impostor_of_a_listed_wallet_is_rejected() {
-    // Someone announces a whitelisted wallet with their own key: the owner check catches it.
-    let wallet = Address::repeat_byte(0x55);
+/// Starts another hub, dialing every miner of `fleet`.
+async fn add_hub(fleet: &mut Fleet, identity: Identity, settings: HubSettings) {
+    let (node, events) = spawn_node(identity).unwrap();
+    for m in &fleet.miners {
+        node.bus.dial(m.addr.clone()).await.unwrap();
+    }
+    tokio::spawn(hub::run(
+        node.bus.clone(),
+        events,
+        settings,
+        fleet.stop.subscribe(),
+    ));
+    fleet._hubs.push(node);
+}
+
+async fn wait_refused(path: &Path, wallet: Address, claimant: Address) {
+    wait_until("the impostor's claim to be refused", TIMEOUT, || async {
+        HubBook::load(path).is_ok_and(|b| {
+            b.refused
+                .iter()
+                .any(|r| r.wallet == wallet && r.owner == claimant)
+        })
+    })
+    .await
+    .unwrap();
+}
+
+/// A whitelisted wallet owned by `owner`'s key, on a scripted chain.
+fn chain_listing(wallet: Address, owner: Address) -> Arc<ScriptedChain> {
     let chain = Arc::new(ScriptedChain::default());
     chain.listed.lock().unwrap().insert(
         wallet,
         WhitelistRecord {
-            owner: Address::repeat_byte(0x01),
+            owner,
             listed: true,
             trusted: true,
             multiaddr: String::new(),
             name: "real".into(),
         },
     );
-    let fleet = start_fleet(
-        vec![(Identity::ephemeral(), hub_settings(wallet, "impostor"))],
-        1,
-        chain,
-    )
-    .await;
-    wait_trust(
-        &fleet.book_paths[0],
-        wallet,
-        Trust::Rejected,
-        "the impostor to be rejected",
-    )
-    .await;
-    let book = HubBook::load(&fleet.book_paths[0]).unwrap();
+    chain
+}
+
+fn assert_real_hub_kept(path: &Path, wallet: Address, real: &Identity) {
+    let book = HubBook::load(path).unwrap();
+    let e = book.get(&wallet).unwrap();
+    assert_eq!(e.owner, real.address(), "{}", book.render());
+    assert_eq!(e.peer_id, real.peer_id().to_string(), "{}", book.render());
+    assert!(e.trust >= Trust::NotConfirmed, "{}", book.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_impostor_before_the_real_hub_does_not_shut_it_out() {
+    // Someone announces a whitelisted wallet with their own key before its owner does:
+    // refused, and the real hub is trusted as soon as it speaks.
+    let wallet = Address::repeat_byte(0x55);
+    let real = Identity::ephemeral();
+    let impostor = Identity::ephemeral();
+    let claimant = impostor.address();
+    let chain = chain_listing(wallet, real.address());
+    let mut fleet = start_fleet(vec![(impostor, hub_settings(wallet, "impostor"))], 1, chain).await;
+    let path = fleet.book_paths[0].clone();
+    wait_refused(&path, wallet, claimant).await;
     assert!(
-        book.get(&wallet)
-            .unwrap()
-            .reason
-            .contains("whitelisted owner"),
-        "{}",
-        book.render()
+        HubBook::load(&path).unwrap().get(&wallet).is_none(),
+        "the impostor made an entry"
     );
+    add_hub(&mut fleet, real.clone(), hub_settings(wallet, "real")).await;
+    wait_trust(&path, wallet, Trust::NotConfirmed, "the real hub to be checked").await;
+    assert_real_hub_kept(&path, wallet, &real);
+    let _ = fleet.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_impostor_after_the_real_hub_changes_nothing() {
+    // The real hub is known; a forged announcement for its wallet neither rebinds it to
+    // the impostor's key and peer nor demotes it.
+    let wallet = Address::repeat_byte(0x56);
+    let real = Identity::ephemeral();
+    let impostor = Identity::ephemeral();
+    let claimant = impostor.address();
+    let chain = chain_listing(wallet, real.address());
+    let mut fleet = start_fleet(vec![(real.clone(), hub_settings(wallet, "real"))], 1, chain).await;
+    let path = fleet.book_paths[0].clone();
+    wait_trust(&path, wallet, Trust::NotConfirmed, "the real hub to be checked").await;
+    add_hub(&mut fleet, impostor, hub_settings(wallet, "impostor")).await;
+    wait_refused(&path, wallet, claimant).await;
+    assert_real_hub_kept(&path, wallet, &real);
     let _ = fleet.stop.send(true);
 }
 

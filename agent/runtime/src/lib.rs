@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod build;
+pub mod caps;
 pub mod network;
 pub mod probe;
 pub mod pull;
@@ -43,6 +44,8 @@ pub enum RuntimeError {
     #[error(transparent)]
     Task(#[from] task::TaskError),
     #[error(transparent)]
+    OverCap(#[from] caps::OverCap),
+    #[error(transparent)]
     Spec(#[from] spec::SpecError),
     #[error("no container {0:?}")]
     NoSuchContainer(String),
@@ -78,6 +81,8 @@ pub struct RuntimeConfig {
     pub log_cap_bytes: u64,
     /// OCI architecture to pull (`amd64`, `arm64`).
     pub arch: String,
+    /// The most any task gets here.
+    pub caps: caps::TaskCaps,
 }
 
 /// What operators see of a container.
@@ -134,10 +139,9 @@ impl Runtime {
         fs::create_dir_all(&cdir).map_err(io_err(&cdir))?;
         fs::create_dir_all(&cfg.run_dir).map_err(io_err(&cfg.run_dir))?;
         for entry in fs::read_dir(&cdir).map_err(io_err(&cdir))?.flatten() {
-            let _ = nix::mount::umount2(
-                &entry.path().join("rootfs"),
-                nix::mount::MntFlags::MNT_DETACH,
-            );
+            for m in ["rootfs", "scratch"] {
+                let _ = nix::mount::umount2(&entry.path().join(m), nix::mount::MntFlags::MNT_DETACH);
+            }
             let _ = fs::remove_dir_all(entry.path());
         }
         Ok(Runtime {
@@ -152,6 +156,11 @@ impl Runtime {
                 nat_alloc: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// The most any task gets here.
+    pub fn caps(&self) -> &caps::TaskCaps {
+        &self.inner.cfg.caps
     }
 
     pub fn store(&self) -> &Store {
@@ -270,8 +279,9 @@ impl Runtime {
     }
 
     /// Creates and starts a container for `task`; returns its id at once.
-    pub async fn run(&self, task: TaskSpec) -> Result<String, RuntimeError> {
+    pub async fn run(&self, mut task: TaskSpec) -> Result<String, RuntimeError> {
         task.validate()?;
+        self.inner.cfg.caps.apply(&mut task)?;
         let image = self.image_for(&task.image).await?;
         let config = self.inner.store.read_blob(&image.config)?;
         let defaults = spec::ImageDefaults::from_config(&config)?;
@@ -301,6 +311,7 @@ impl Runtime {
                 .map(|l| self.inner.store.layer_dir(l))
                 .collect(),
             timeout_secs: task.timeout_secs,
+            scratch_bytes: self.inner.cfg.caps.scratch_bytes,
             log_cap_bytes: self.inner.cfg.log_cap_bytes,
             cgroup_path: cgroup,
             nat,

@@ -38,6 +38,9 @@ pub struct Plan {
     /// Unpacked layers, top first (overlayfs order).
     pub lowers: Vec<PathBuf>,
     pub timeout_secs: u64,
+    /// Size of the tmpfs holding the overlay's private upper layer.
+    #[serde(default)]
+    pub scratch_bytes: u64,
     pub log_cap_bytes: u64,
     pub cgroup_path: String,
     /// The container's veth and addresses, for `network = "nat"`.
@@ -109,9 +112,12 @@ pub fn main(dir: &Path) -> i32 {
     0
 }
 
+/// The tmpfs under a container's dir that holds its overlay's upper and work dirs.
+const SCRATCH: &str = "scratch";
+
 fn run(dir: &Path, plan: &Plan) -> Result<Outcome, String> {
     let rootfs = dir.join("rootfs");
-    mount_rootfs(dir, &rootfs, &plan.lowers).map_err(|e| format!("mount rootfs: {e}"))?;
+    mount_rootfs(dir, &rootfs, &plan.lowers, plan.scratch_bytes).map_err(|e| format!("mount rootfs: {e}"))?;
     let (out_r, out_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
     let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
@@ -170,21 +176,40 @@ fn run(dir: &Path, plan: &Plan) -> Result<Outcome, String> {
 }
 
 /// Overlay of the image's layers with a private upper dir: layers stay shared and pristine,
-/// and the spec's `readonly` decides whether the container may write at all.
-fn mount_rootfs(dir: &Path, rootfs: &Path, lowers: &[PathBuf]) -> io::Result<()> {
+/// and the spec's `readonly` decides whether the container may write at all. The upper
+/// dir is on a tmpfs of `scratch_bytes` (charged to the task's memory cgroup as it is
+/// written), so a writable root cannot fill the node's disk.
+fn mount_rootfs(
+    dir: &Path,
+    rootfs: &Path,
+    lowers: &[PathBuf],
+    scratch_bytes: u64,
+) -> io::Result<()> {
     if lowers.is_empty() {
         return Err(io::Error::other("image has no layers"));
     }
-    for d in ["upper", "work", "rootfs"] {
-        fs::create_dir_all(dir.join(d))?;
+    let scratch = dir.join(SCRATCH);
+    for d in [&scratch, rootfs] {
+        fs::create_dir_all(d)?;
+    }
+    let size = format!("size={},mode=0700", scratch_bytes.max(1 << 20));
+    mount(
+        Some("tmpfs"),
+        &scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        Some(size.as_str()),
+    )?;
+    for d in ["upper", "work"] {
+        fs::create_dir_all(scratch.join(d))?;
     }
     wait_for_overlayfs(Duration::from_secs(20))?;
     let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
-        dir.join("upper").display(),
-        dir.join("work").display()
+        scratch.join("upper").display(),
+        scratch.join("work").display()
     );
     mount(
         Some("overlay"),
@@ -378,14 +403,14 @@ fn teardown(dir: &Path, plan: &Plan) {
             tracing::warn!("network teardown {}: {e}", plan.id);
         }
     }
-    let rootfs = dir.join("rootfs");
-    if let Err(e) = umount2(&rootfs, MntFlags::MNT_DETACH) {
-        if e != nix::Error::EINVAL && e != nix::Error::ENOENT {
-            tracing::warn!("umount {}: {e}", rootfs.display());
+    for m in ["rootfs", SCRATCH] {
+        let path = dir.join(m);
+        if let Err(e) = umount2(&path, MntFlags::MNT_DETACH) {
+            if e != nix::Error::EINVAL && e != nix::Error::ENOENT {
+                tracing::warn!("umount {}: {e}", path.display());
+            }
         }
-    }
-    for d in ["rootfs", "upper", "work"] {
-        let _ = fs::remove_dir_all(dir.join(d));
+        let _ = fs::remove_dir_all(path);
     }
 }
 

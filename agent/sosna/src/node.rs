@@ -122,6 +122,7 @@ fn start_runtime(config: &Config, reaper: &Reaper) -> Option<Runtime> {
         insecure_registries: config.runtime.insecure_registries.clone(),
         log_cap_bytes: config.runtime.log_cap_bytes,
         arch: runtime::pull::host_arch().into(),
+        caps: config.runtime.caps(),
     };
     let rt = match Runtime::open(cfg, reaper.clone()) {
         Ok(rt) => rt,

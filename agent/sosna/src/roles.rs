@@ -256,7 +256,20 @@ impl MarketParts {
         let d = self.deployment;
         let sender = self.sender().await.map_err(|e| e.to_string())?;
         let domain = sosna_proto::attest::domain(d.chain_id, d.verification);
-        let dispatcher = sosna_market::hub::dispatch::Dispatcher::new(bus.clone(), domain);
+        let chain = chain::RpcChain::connect(
+            &self.config.chain.rpc_url,
+            d,
+            self.config.bus.payout_lookback_blocks,
+            self.config.chain.timeout(),
+        )
+        .map_err(|e| e.to_string())?;
+        let gate = sosna_market::hub::stake::StakeGate::new(
+            Arc::new(chain),
+            self.config.bus.min_stake_wei(),
+            std::time::Duration::from_secs(60),
+        );
+        let dispatcher = sosna_market::hub::dispatch::Dispatcher::new(bus.clone(), domain)
+            .with_stake_gate(Arc::new(gate));
         let h = &self.config.bus.hub;
         let desk = Desk::open(
             dispatcher.clone(),

@@ -230,6 +230,31 @@ fn memory_limit_ends_in_a_reported_oom_kill() {
 }
 
 #[test]
+fn a_task_without_limits_gets_the_nodes_caps_and_more_is_refused() {
+    sosna_testkit::require::root();
+    let f = Fixture::new("max_memory_bytes = 100663296\nmax_pids = 77\nmax_wall_secs = 120");
+    // 0 is "unset": the node's cap, never "unlimited".
+    let mut t = f.task(&[
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+         cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+    ]);
+    t.resources.memory_bytes = 0;
+    t.resources.pids = 0;
+    t.timeout_secs = 0;
+    let (o, out, err) = f.run(t.clone());
+    assert_eq!(o.exit_code, Some(0), "{o:?} {err}");
+    assert_eq!(out, "100663296\n77\n");
+    let mut big = t;
+    big.resources.memory_bytes = 200 << 20;
+    let refused = f.call(Request::Run { task: big }).unwrap_err();
+    assert!(refused.contains("above this node's cap"), "{refused}");
+    let running = f.call(Request::Ps {}).unwrap();
+    assert_eq!(running.as_array().map(Vec::len), Some(0), "{running}");
+}
+
+#[test]
 fn pids_limit_stops_fork_bombs_and_timeout_kills() {
     sosna_testkit::require::root();
     let f = Fixture::new("");

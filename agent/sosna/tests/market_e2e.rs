@@ -25,6 +25,8 @@ use sosna_market::buyer::{BuyError, Buyer, HubAddr, Order};
 use sosna_market::hub::announce::{self as hub, HubSettings};
 use sosna_market::hub::desk::{Desk, DeskSettings};
 use sosna_market::hub::dispatch::Dispatcher;
+use sosna_market::hub::stake::StakeGate;
+use sosna_market::miner::chain_view::RpcChain;
 use sosna_market::miner::earnings;
 use sosna_market::miner::hubbook::{Capacity, HubBook, BOOK_FILE};
 use sosna_market::miner::join::{self as miner, MinerSettings};
@@ -91,7 +93,10 @@ impl Market {
         let (hub, hub_events) = spawn_node(Identity::with_eth_key(hub_key.clone())).unwrap();
         let hub_sender = Arc::new(sender(&chain, &hub_key, &dir.path().join("hub")).await);
         let domain = attest::domain(d.chain_id, d.verification);
-        let dispatcher = Dispatcher::new(hub.bus.clone(), domain);
+        // Work only for miners with 1 SNM at stake, read from the chain.
+        let stakes = RpcChain::connect(&chain.rpc_url(), d, 1_000, Duration::from_secs(5)).unwrap();
+        let gate = StakeGate::new(Arc::new(stakes), U256::from(SNM), Duration::from_secs(60));
+        let dispatcher = Dispatcher::new(hub.bus.clone(), domain).with_stake_gate(Arc::new(gate));
         let desk = Desk::open(
             dispatcher.clone(),
             hub_sender.clone(),
@@ -146,38 +151,10 @@ impl Market {
         earnings::ensure_stake(&money, &d, U256::from(5 * SNM))
             .await
             .unwrap();
-        let (node, events) = spawn_node(Identity::with_eth_key(key)).unwrap();
-        node.bus.dial(self.hub.addr.clone()).await.unwrap();
-        let worker = Worker::new(
-            node.bus.clone(),
-            f.rt.clone(),
-            node.identity.eth.clone(),
-            attest::domain(d.chain_id, d.verification),
-            1,
-        );
-        let worker = if cheat { worker.forging() } else { worker };
+        let node = self
+            .start_miner(f, Identity::with_eth_key(key), &format!("m{i}"), cheat)
+            .await;
         let book = self.book(i);
-        let settings = MinerSettings {
-            strict_whitelist: false,
-            min_positive_verdicts: 1,
-            join: Some(self.wallet),
-            resources: Capacity {
-                cores: 1,
-                memory_gib: 1,
-                gpus: 0,
-            },
-            poll: Duration::from_millis(200),
-            ask_every: Duration::from_secs(60),
-            book_path: book.clone(),
-        };
-        tokio::spawn(miner::run_with_worker(
-            node.bus.clone(),
-            events,
-            None,
-            settings,
-            Some(worker),
-            self.stop.subscribe(),
-        ));
         let wallet = self.wallet;
         wait_until(
             &format!("miner {i} to join the hub"),
@@ -189,6 +166,45 @@ impl Market {
         .await
         .unwrap();
         (node, money)
+    }
+
+    /// Starts a miner node with `identity` that tries to join the hub and runs what it is
+    /// offered (forging every result if `cheat`); its book is in `name/`.
+    async fn start_miner(&self, f: &Fixture, identity: Identity, name: &str, cheat: bool) -> LocalNode {
+        let d = self.chain.deployment;
+        let (node, events) = spawn_node(identity).unwrap();
+        node.bus.dial(self.hub.addr.clone()).await.unwrap();
+        let worker = Worker::new(
+            node.bus.clone(),
+            f.rt.clone(),
+            node.identity.eth.clone(),
+            attest::domain(d.chain_id, d.verification),
+            1,
+        );
+        let worker = if cheat { worker.forging() } else { worker };
+        let settings = MinerSettings {
+            strict_whitelist: false,
+            min_positive_verdicts: 1,
+            join: Some(self.wallet),
+            resources: Capacity {
+                cores: 1,
+                memory_gib: 1,
+                gpus: 0,
+            },
+            poll: Duration::from_millis(200),
+            ask_every: Duration::from_secs(60),
+            book_path: self.dir.path().join(name).join(BOOK_FILE),
+            min_voice_stake: U256::from(SNM),
+        };
+        tokio::spawn(miner::run_with_worker(
+            node.bus.clone(),
+            events,
+            None,
+            settings,
+            Some(worker),
+            self.stop.subscribe(),
+        ));
+        node
     }
 
     fn book(&self, i: usize) -> std::path::PathBuf {
@@ -344,10 +360,15 @@ impl Market {
     }
 }
 
-/// A peer that joins the hub, takes every offer and never reports: a miner that died
-/// mid-task.
-async fn dead_miner(m: &Market) -> LocalNode {
-    let (node, mut events) = spawn_node(Identity::ephemeral()).unwrap();
+/// A staked peer (key 3 + `i`) that joins the hub, takes every offer and never reports: a
+/// miner that died mid-task.
+async fn dead_miner(m: &Market, i: usize) -> LocalNode {
+    let key = m.chain.keys[3 + i].clone();
+    let money = sender(&m.chain, &key, &m.dir.path().join(format!("dead{i}"))).await;
+    earnings::ensure_stake(&money, &m.chain.deployment, U256::from(5 * SNM))
+        .await
+        .unwrap();
+    let (node, mut events) = spawn_node(Identity::with_eth_key(key)).unwrap();
     let bus = node.bus.clone();
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
@@ -366,8 +387,8 @@ async fn dead_miner(m: &Market) -> LocalNode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_miner_dying_mid_task_is_replaced_and_not_paid() {
-    let (f, m) = fixture_after(SHIM, Market::start(2)).await;
-    let dead = dead_miner(&m).await;
+    let (f, m) = fixture_after(SHIM, Market::start(3)).await;
+    let dead = dead_miner(&m, 2).await;
     let first = m.miner(&f, 0, false).await;
     let buyer = m.buyer();
     let hub = m.hub_addr();
@@ -487,4 +508,81 @@ async fn test_refunds_a_task_nobody_can_run_and_a_silent_hub() {
         )
         .await;
     assert!(matches!(answer, Response::Refused(r) if r.contains("no job")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_unstaked_keys_get_no_work_and_no_pay() {
+    // Three keys made for free, all forging, against two staked honest miners.
+    let (f, m) = fixture_after(SHIM, Market::start(2)).await;
+    let mut forgers = Vec::new();
+    for i in 0..3 {
+        let node = m
+            .start_miner(&f, Identity::ephemeral(), &format!("forger{i}"), true)
+            .await;
+        let me = node.identity.address();
+        let (_, answer) = m
+            .miner_node_request(&node, Request::Join { miner: me })
+            .await;
+        assert!(
+            matches!(&answer, Response::Refused(why) if why.contains("below this hub's minimum")),
+            "{answer:?}"
+        );
+        forgers.push(node);
+    }
+    let honest = [m.miner(&f, 0, false).await, m.miner(&f, 1, false).await];
+    let buyer = m.buyer();
+    let hub = m.hub_addr();
+    let order = order(&f, "echo honest", 2, 600);
+    let opened = buyer.open(m.wallet, &order).await.unwrap();
+    buyer.submit(&hub, &opened.deal, &order).await.unwrap();
+    let status = buyer
+        .follow(&hub, &opened.deal, Duration::from_millis(200), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(status.result.as_ref().unwrap().stdout, b"honest\n");
+    let mut want: Vec<Address> = honest.iter().map(|(n, _)| n.identity.address()).collect();
+    want.sort();
+    assert_eq!(status.agree, want);
+    assert!(status.disagree.is_empty());
+    for node in &forgers {
+        let me = node.identity.address();
+        assert_eq!(allowance(&m.chain, m.wallet, me).await, U256::ZERO);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_30_kib_result_arrives_and_a_larger_one_is_an_error_the_buyer_sees() {
+    let (f, m) = fixture_after(SHIM, Market::start(1)).await;
+    let _a = m.miner(&f, 0, false).await;
+    let buyer = m.buyer();
+    let hub = m.hub_addr();
+    // printf pads to the width: exactly that many bytes of stdout.
+    let order = order(&f, "printf '%30720s' x", 1, 600);
+    let opened = buyer.open(m.wallet, &order).await.unwrap();
+    buyer.submit(&hub, &opened.deal, &order).await.unwrap();
+    let status = buyer
+        .follow(&hub, &opened.deal, Duration::from_millis(200), |_| {})
+        .await
+        .unwrap();
+    let result = status.result.as_ref().unwrap();
+    assert_eq!(result.stdout.len(), 30 * 1024);
+    buyer
+        .accept(&opened.deal, opened.block, result)
+        .await
+        .unwrap();
+
+    let me = m.buyer_sender.address();
+    let before = balance(&m.chain, me).await;
+    let order = self::order(&f, "printf '%40000s' x", 1, 600);
+    let opened = buyer.open(m.wallet, &order).await.unwrap();
+    buyer.submit(&hub, &opened.deal, &order).await.unwrap();
+    let err = buyer
+        .follow(&hub, &opened.deal, Duration::from_millis(200), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BuyError::Failed(why) if why.contains("40000 bytes of stdout exceed the 32768-byte limit")),
+        "{err}"
+    );
+    assert_eq!(balance(&m.chain, me).await, before, "the buyer is refunded");
 }

@@ -133,6 +133,7 @@ async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
             poll: Duration::from_millis(200),
             ask_every: Duration::from_secs(60),
             book_path: book_path.clone(),
+            min_voice_stake: alloy_primitives::U256::from(1),
         };
         tokio::spawn(miner::run_with_worker(
             node.bus.clone(),

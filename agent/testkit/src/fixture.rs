@@ -69,6 +69,7 @@ pub async fn fixture_after<T>(
             insecure_registries: vec![registry.host()],
             log_cap_bytes: 4096,
             arch: pull::host_arch().into(),
+            caps: sosna_runtime::caps::TaskCaps::default(),
         },
         reaper,
     )

@@ -134,6 +134,7 @@ async fn bench(dir: &Path, shim: PathBuf) {
             insecure_registries: vec![registry.host()],
             log_cap_bytes: 1 << 20,
             arch: pull::host_arch().into(),
+            caps: sosna_runtime::caps::TaskCaps::default(),
         },
         reaper.clone(),
     )

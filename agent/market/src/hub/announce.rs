@@ -8,7 +8,7 @@ use alloy_primitives::Address;
 use tokio::sync::{mpsc, watch};
 
 use crate::hub::desk::Desk;
-use crate::hub::dispatch::Dispatcher;
+use crate::hub::dispatch::{Dispatcher, MAX_MINERS};
 use sosna_bus::{Bus, BusEvent};
 use sosna_proto::bus::envelope::now_ms;
 use sosna_proto::bus::messages::{
@@ -75,17 +75,42 @@ pub async fn run_with_desk(
                         });
                         continue;
                     }
+                    if let (Request::Join { miner }, Some(d)) = (&r.request, &dispatcher) {
+                        // Admission reads the miner's stake from the chain: off the loop.
+                        let (d, bus, miner, agreement) = (d.clone(), bus.clone(), *miner, settings.agreement);
+                        tokio::spawn(async move {
+                            let response = if miner != r.from {
+                                Response::Refused("join must be signed by the joining miner".into())
+                            } else {
+                                match d.join(miner, r.peer).await {
+                                    Ok(n) => {
+                                        tracing::info!("bus: miner {miner} joined ({n} in all)");
+                                        Response::Joined(agreement)
+                                    }
+                                    Err(e) => {
+                                        tracing::info!("bus: miner {miner} not taken: {e}");
+                                        Response::Refused(e.to_string())
+                                    }
+                                }
+                            };
+                            if let Err(e) = bus.respond(r.channel, response).await {
+                                tracing::debug!("bus: responding: {e}");
+                            }
+                        });
+                        continue;
+                    }
                     let response = match r.request {
                         Request::HubMetadata => Response::HubMetadata(metadata(&bus, &settings).await),
+                        // A hub without a dispatcher hands out no work: joining only
+                        // records the miner, within bounds.
                         Request::Join { miner } => {
                             if miner != r.from {
                                 Response::Refused("join must be signed by the joining miner".into())
+                            } else if miners.len() >= MAX_MINERS && !miners.contains(&miner) {
+                                Response::Refused("this hub has all the miners it takes".into())
                             } else {
                                 if miners.insert(miner) {
                                     tracing::info!("bus: miner {miner} joined ({} in all)", miners.len());
-                                }
-                                if let Some(d) = &dispatcher {
-                                    d.joined(miner, r.peer);
                                 }
                                 Response::Joined(settings.agreement)
                             }

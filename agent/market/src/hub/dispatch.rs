@@ -13,6 +13,7 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::stake::{NotAdmitted, StakeGate};
 use super::verify::{decide, Decision};
 use sosna_bus::Bus;
 use sosna_proto::attest::{self, Attestation, Unit};
@@ -27,12 +28,27 @@ pub enum DispatchError {
         asked: usize,
         replicas: u16,
     },
+    #[error("unit {unit}: the task failed on {miners} miners: {reason}")]
+    TaskFailed {
+        unit: B256,
+        miners: usize,
+        reason: String,
+    },
     #[error("unit {unit}: no majority by the deadline ({got} results from {asked} miners)")]
     NoMajority {
         unit: B256,
         got: usize,
         asked: usize,
     },
+}
+
+/// Why a miner may not join.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JoinRefused {
+    #[error(transparent)]
+    NotAdmitted(#[from] NotAdmitted),
+    #[error("this hub has all the miners it takes ({MAX_MINERS})")]
+    Full,
 }
 
 /// What a decided unit leaves behind for settlement and for the buyer.
@@ -65,7 +81,12 @@ pub struct Dispatcher {
     /// Joined miners and the peer each joined from.
     miners: Arc<Mutex<BTreeMap<Address, PeerId>>>,
     waiting: Arc<Mutex<HashMap<B256, Reports>>>,
+    /// Without one, any miner that joined gets work (a hub without a chain).
+    gate: Option<Arc<StakeGate>>,
 }
+
+/// Most miners one hub keeps track of.
+pub const MAX_MINERS: usize = 4096;
 
 impl Dispatcher {
     pub fn new(bus: Bus, domain: Eip712Domain) -> Dispatcher {
@@ -74,14 +95,27 @@ impl Dispatcher {
             domain,
             miners: Arc::default(),
             waiting: Arc::default(),
+            gate: None,
         }
     }
 
-    /// Records a miner that joined (or re-joined from another peer).
-    pub fn joined(&self, miner: Address, peer: PeerId) -> usize {
+    /// Work goes only to miners `gate` admits.
+    pub fn with_stake_gate(mut self, gate: Arc<StakeGate>) -> Dispatcher {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Takes a miner that asks to join (or re-joins from another peer), if it is staked.
+    pub async fn join(&self, miner: Address, peer: PeerId) -> Result<usize, JoinRefused> {
+        if let Some(gate) = &self.gate {
+            gate.admits(miner).await?;
+        }
         let mut miners = self.miners.lock().expect("miners lock");
+        if miners.len() >= MAX_MINERS && !miners.contains_key(&miner) {
+            return Err(JoinRefused::Full);
+        }
         miners.insert(miner, peer);
-        miners.len()
+        Ok(miners.len())
     }
 
     /// Routes a report to the unit waiting for it.
@@ -133,11 +167,17 @@ impl Dispatcher {
             unit,
             spec: spec_json.to_owned(),
             pay_usnm,
+            deadline_ms: sosna_proto::bus::envelope::now_ms()
+                .saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
         };
         let mut asked: Vec<Address> = Vec::new();
         let mut running: BTreeMap<Address, Instant> = BTreeMap::new();
         let mut results: BTreeMap<Address, (ResultBundle, Attestation)> = BTreeMap::new();
         let mut timings: BTreeMap<Address, (u64, u64)> = BTreeMap::new();
+        // Why miners said the task failed, and who said it: a failure a majority agrees on
+        // (a result over the limit, an image that does not exist) is the unit's outcome.
+        let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+        let majority = usize::from(unit.replicas) / 2 + 1;
         let started = Instant::now();
         let mut dispatched: Option<Duration> = None;
         let mut first_result: Option<Instant> = None;
@@ -150,10 +190,9 @@ impl Dispatcher {
                     usize::from(unit.replicas).saturating_sub(running.len() + results.len());
                 let mut round = Vec::new();
                 while round.len() < needed {
-                    let Some((miner, peer)) = self.next_miner(&unit.id, &asked) else {
+                    let Some((miner, peer)) = self.next_miner(&unit.id, &mut asked).await else {
                         break;
                     };
-                    asked.push(miner);
                     round.push((miner, peer));
                 }
                 if round.is_empty() {
@@ -258,6 +297,15 @@ impl Dispatcher {
                         }
                         TaskOutcome::Failed(why) => {
                             tracing::info!("market: {from} failed unit {}: {why}", unit.id);
+                            let count = failures.entry(why.clone()).or_default();
+                            *count += 1;
+                            if *count >= majority {
+                                return Err(DispatchError::TaskFailed {
+                                    unit: unit.id,
+                                    miners: *count,
+                                    reason: why,
+                                });
+                            }
                         }
                     }
                 }
@@ -277,19 +325,30 @@ impl Dispatcher {
         }
     }
 
-    /// A joined miner not asked yet for this unit. Where the choice starts depends on the
-    /// unit id, which spreads units over miners without keeping history.
-    fn next_miner(&self, unit: &B256, asked: &[Address]) -> Option<(Address, PeerId)> {
-        let miners = self.miners.lock().expect("miners lock");
-        let free: Vec<(Address, PeerId)> = miners
-            .iter()
-            .filter(|(m, _)| !asked.contains(m))
-            .map(|(m, p)| (*m, *p))
-            .collect();
-        if free.is_empty() {
-            return None;
+    /// A joined miner not asked yet for this unit, still staked. Where the choice starts
+    /// depends on the unit id, which spreads units over miners without keeping history.
+    async fn next_miner(&self, unit: &B256, asked: &mut Vec<Address>) -> Option<(Address, PeerId)> {
+        loop {
+            let pick = {
+                let miners = self.miners.lock().expect("miners lock");
+                let free: Vec<(Address, PeerId)> = miners
+                    .iter()
+                    .filter(|(m, _)| !asked.contains(m))
+                    .map(|(m, p)| (*m, *p))
+                    .collect();
+                if free.is_empty() {
+                    return None;
+                }
+                free[usize::from(unit[0]) % free.len()]
+            };
+            asked.push(pick.0);
+            match &self.gate {
+                Some(gate) => match gate.admits(pick.0).await {
+                    Ok(()) => return Some(pick),
+                    Err(e) => tracing::info!("market: not offering unit {unit} to {}: {e}", pick.0),
+                },
+                None => return Some(pick),
+            }
         }
-        let start = usize::from(unit[0]) % free.len();
-        Some(free[start])
     }
 }

@@ -5,4 +5,5 @@ pub mod desk;
 pub mod dispatch;
 pub mod hub_wallet;
 pub mod settle;
+pub mod stake;
 pub mod verify;

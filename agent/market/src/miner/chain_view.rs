@@ -9,7 +9,7 @@ use alloy_rpc_types_eth::{Filter, TransactionInput, TransactionRequest};
 use alloy_sol_types::{SolCall, SolEvent};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sosna_contracts::{Deployment, IHubWallet, IWhitelist, ISNM};
+use sosna_contracts::{Deployment, IHubWallet, IVerification, IWhitelist, ISNM};
 
 use sosna_chain::logs;
 pub use sosna_chain::ChainError;
@@ -52,6 +52,10 @@ pub trait ChainView: Send + Sync {
         wallet: Address,
     ) -> Result<Option<WhitelistRecord>, ChainError>;
     async fn wallet_status(&self, wallet: Address) -> Result<WalletStatus, ChainError>;
+    /// The owner a HubWallet records, or None if `wallet` is not a HubWallet.
+    async fn wallet_owner(&self, wallet: Address) -> Result<Option<Address>, ChainError>;
+    /// What `miner` has staked with Verification, in SNM wei.
+    async fn stake_of(&self, miner: Address) -> Result<U256, ChainError>;
     /// Recent payouts from `wallet`, all of them or only those to `miner`.
     async fn payouts(
         &self,
@@ -131,6 +135,21 @@ impl ChainView for RpcChain {
             spendable,
             frozen,
         })
+    }
+
+    async fn wallet_owner(&self, wallet: Address) -> Result<Option<Address>, ChainError> {
+        match self.call(wallet, IHubWallet::ownerCall {}).await {
+            Ok(owner) if owner != Address::ZERO => Ok(Some(owner)),
+            Ok(_) => Ok(None),
+            // No code there, or code that is not a HubWallet.
+            Err(ChainError::Decode { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stake_of(&self, miner: Address) -> Result<U256, ChainError> {
+        let stake = IVerification::stakeOfCall { miner };
+        Ok(self.call(self.deployment.verification, stake).await?.amount)
     }
 
     async fn payouts(

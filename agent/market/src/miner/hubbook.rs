@@ -98,9 +98,64 @@ pub enum HubBookError {
     },
 }
 
+/// Most hubs the book keeps: anyone can announce a wallet.
+pub const MAX_HUBS: usize = 256;
+/// Most voices counted for or against one hub.
+pub const MAX_VOICES: usize = 64;
+/// Most refused claims remembered.
+pub const MAX_REFUSED: usize = 32;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HubBook {
     pub hubs: BTreeMap<Address, HubEntry>,
+    /// Announcements refused for claiming a wallet its signer does not own, newest last.
+    #[serde(default)]
+    pub refused: Vec<RefusedClaim>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedClaim {
+    pub wallet: Address,
+    pub owner: Address,
+    pub peer_id: String,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+/// An announcement for a known wallet under another owner.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("wallet {wallet} is recorded for owner {recorded}, announced by {claimed}")]
+pub struct OwnerMismatch {
+    pub wallet: Address,
+    pub recorded: Address,
+    pub claimed: Address,
+}
+
+impl HubEntry {
+    fn new(ann: &HubAnnouncement, peer_id: &str, now_ms: u64) -> HubEntry {
+        HubEntry {
+            wallet: ann.wallet,
+            owner: ann.owner,
+            peer_id: peer_id.to_owned(),
+            name: ann.name.clone(),
+            multiaddrs: ann.multiaddrs.clone(),
+            prices: ann.prices,
+            trust: Trust::Ignored,
+            reason: "not checked yet".into(),
+            whitelisted: false,
+            dao_trusted: false,
+            wallet_registered: false,
+            spendable_wei: U256::ZERO,
+            recent_payouts: 0,
+            agreement: None,
+            positive: BTreeSet::new(),
+            negative: BTreeSet::new(),
+            paid_wei: U256::ZERO,
+            joined: false,
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
+        }
+    }
 }
 
 /// The miner's resources, for expected profit.
@@ -161,37 +216,84 @@ impl HubBook {
         self.hubs.get(wallet)
     }
 
-    /// Records what an announcement says; a new hub starts `ignored` until checked.
-    pub fn observe(&mut self, ann: &HubAnnouncement, peer_id: &str, now_ms: u64) -> &mut HubEntry {
-        let entry = self.hubs.entry(ann.wallet).or_insert_with(|| HubEntry {
-            wallet: ann.wallet,
-            owner: ann.owner,
-            peer_id: peer_id.to_owned(),
-            name: ann.name.clone(),
-            multiaddrs: Vec::new(),
-            prices: ann.prices,
-            trust: Trust::Ignored,
-            reason: "not checked yet".into(),
-            whitelisted: false,
-            dao_trusted: false,
-            wallet_registered: false,
-            spendable_wei: U256::ZERO,
-            recent_payouts: 0,
-            agreement: None,
-            positive: BTreeSet::new(),
-            negative: BTreeSet::new(),
-            paid_wei: U256::ZERO,
-            joined: false,
-            first_seen_ms: now_ms,
-            last_seen_ms: now_ms,
-        });
-        entry.owner = ann.owner;
+    /// Records what an announcement says; a new hub starts `ignored` until checked. An
+    /// announcement naming another owner than the entry's changes nothing: that takes
+    /// chain proof ([`HubBook::rebind`]). The owner may move its hub to another peer: it
+    /// signed the announcement, and the envelope binds the peer.
+    pub fn observe(
+        &mut self,
+        ann: &HubAnnouncement,
+        peer_id: &str,
+        now_ms: u64,
+    ) -> Result<&mut HubEntry, OwnerMismatch> {
+        if let Some(e) = self.hubs.get(&ann.wallet) {
+            if e.owner != ann.owner {
+                return Err(OwnerMismatch {
+                    wallet: ann.wallet,
+                    recorded: e.owner,
+                    claimed: ann.owner,
+                });
+            }
+        } else {
+            self.make_room();
+        }
+        let entry = self
+            .hubs
+            .entry(ann.wallet)
+            .or_insert_with(|| HubEntry::new(ann, peer_id, now_ms));
         entry.peer_id = peer_id.to_owned();
         entry.name = ann.name.clone();
         entry.multiaddrs = ann.multiaddrs.clone();
         entry.prices = ann.prices;
         entry.last_seen_ms = now_ms;
-        entry
+        Ok(entry)
+    }
+
+    /// The chain says `ann.owner` owns the wallet: the entry starts over under that owner,
+    /// whatever an earlier claimant made of it.
+    pub fn rebind(&mut self, ann: &HubAnnouncement, peer_id: &str, now_ms: u64) -> &mut HubEntry {
+        if !self.hubs.contains_key(&ann.wallet) {
+            self.make_room();
+        }
+        let mut entry = HubEntry::new(ann, peer_id, now_ms);
+        entry.reason = "owner proven on chain; not checked yet".into();
+        self.hubs.insert(ann.wallet, entry);
+        self.hubs.get_mut(&ann.wallet).expect("inserted")
+    }
+
+    /// Remembers an announcement that was refused (an owner the chain does not back), for
+    /// `sosna hubs`; the newest [`MAX_REFUSED`] are kept.
+    pub fn refuse(&mut self, ann: &HubAnnouncement, peer_id: &str, reason: String, now_ms: u64) {
+        self.refused.retain(|r| r.wallet != ann.wallet || r.owner != ann.owner);
+        if self.refused.len() >= MAX_REFUSED {
+            self.refused.remove(0);
+        }
+        self.refused.push(RefusedClaim {
+            wallet: ann.wallet,
+            owner: ann.owner,
+            peer_id: peer_id.to_owned(),
+            reason,
+            at_ms: now_ms,
+        });
+    }
+
+    /// Keeps the book under [`MAX_HUBS`]: the least trusted, longest unseen hub that this
+    /// miner has not joined goes first.
+    fn make_room(&mut self) {
+        while self.hubs.len() >= MAX_HUBS {
+            let victim = self
+                .hubs
+                .values()
+                .filter(|e| !e.joined)
+                .min_by_key(|e| (e.trust, e.last_seen_ms))
+                .map(|e| e.wallet);
+            match victim {
+                Some(w) => {
+                    self.hubs.remove(&w);
+                }
+                None => break,
+            }
+        }
     }
 
     /// Records a verdict from `from`; enough distinct positive voices, outnumbering the
@@ -208,6 +310,10 @@ impl HubBook {
         };
         // The hub cannot vouch for itself.
         if from == e.owner {
+            return false;
+        }
+        let known = e.positive.contains(&from) || e.negative.contains(&from);
+        if !known && e.positive.len() + e.negative.len() >= MAX_VOICES {
             return false;
         }
         match verdict {
@@ -357,7 +463,7 @@ mod tests {
     };
 
     fn confirmed(book: &mut HubBook, a: &HubAnnouncement) {
-        let e = book.observe(a, "peer", 1);
+        let e = book.observe(a, "peer", 1).unwrap();
         e.trust = Trust::NotConfirmed;
         e.agreement = Some(AGREED);
     }

@@ -40,7 +40,15 @@ pub struct MinerSettings {
     pub ask_every: Duration,
     /// Where the hub book lives.
     pub book_path: PathBuf,
+    /// Stake (SNM wei) a miner needs for its verdicts to count; miners the hub paid count
+    /// regardless.
+    pub min_voice_stake: U256,
 }
+
+/// How long a voice's standing is trusted before the chain is read again.
+const VOICE_TTL: Duration = Duration::from_secs(300);
+/// Most voices whose standing is cached.
+const MAX_VOICE_CACHE: usize = 1024;
 
 /// Why a hub failed its chain checks.
 enum CheckFailed {
@@ -103,6 +111,7 @@ pub async fn run_with_worker(
         book,
         asked: HashMap::new(),
         next_nonce: now_ms(),
+        voices: HashMap::new(),
         worker,
     };
     let mut poll = tokio::time::interval(miner.settings.poll);
@@ -127,6 +136,8 @@ struct Miner {
     /// Our recent questions per hub: their nonces (newest last) and when we last asked.
     asked: HashMap<Address, (Vec<u64>, Instant)>,
     next_nonce: u64,
+    /// Whether a voice counts on a hub, and when that was read.
+    voices: HashMap<(Address, Address), (bool, Instant)>,
 }
 
 impl Miner {
@@ -146,7 +157,7 @@ impl Miner {
             }) => match message {
                 Message::HubAnnouncement(a) => self.on_announcement(a, peer).await,
                 Message::HubQuestion(q) => self.on_question(q, from).await,
-                Message::HubVerdict(v) => self.on_verdict(v, from),
+                Message::HubVerdict(v) => self.on_verdict(v, from).await,
                 _ => {}
             },
             BusEvent::Request(r) => {
@@ -176,8 +187,11 @@ impl Miner {
 
     async fn on_announcement(&mut self, a: HubAnnouncement, peer: PeerId) {
         let wallet = a.wallet;
+        if !self.owner_backed(&a, peer).await {
+            self.save();
+            return;
+        }
         let known = self.book.get(&wallet).map(|e| e.trust);
-        self.book.observe(&a, &peer.to_string(), now_ms());
         if matches!(known, Some(Trust::Rejected)) {
             return;
         }
@@ -225,6 +239,54 @@ impl Miner {
         self.save();
     }
 
+    /// Records the announcement if its signer owns the wallet: for a wallet new to the
+    /// book or claimed by another owner than the book's, the HubWallet's on-chain owner
+    /// decides. A claim the chain does not back changes nothing and is listed as refused.
+    /// Without a chain, the first owner heard keeps the wallet.
+    async fn owner_backed(&mut self, a: &HubAnnouncement, peer: PeerId) -> bool {
+        let peer_id = peer.to_string();
+        let recorded = self.book.get(&a.wallet).map(|e| e.owner);
+        if recorded == Some(a.owner) {
+            return self.book.observe(a, &peer_id, now_ms()).is_ok();
+        }
+        let Some(chain) = self.chain.clone() else {
+            if recorded.is_none() {
+                return self.book.observe(a, &peer_id, now_ms()).is_ok();
+            }
+            let why = "no chain to prove an owner change".to_string();
+            self.book.refuse(a, &peer_id, why, now_ms());
+            return false;
+        };
+        match chain.wallet_owner(a.wallet).await {
+            Ok(Some(owner)) if owner == a.owner => {
+                if recorded.is_some() {
+                    tracing::warn!("bus: hub {} changed owner to {owner} on chain", a.wallet);
+                }
+                self.book.rebind(a, &peer_id, now_ms());
+                true
+            }
+            Ok(owner) => {
+                let why = match owner {
+                    Some(o) => format!("the wallet's owner on chain is {o}"),
+                    None => "not a HubWallet on chain".to_string(),
+                };
+                tracing::warn!(
+                    "bus: refused {} claiming hub {} from {peer}: {why}",
+                    a.owner,
+                    a.wallet
+                );
+                self.book.refuse(a, &peer_id, why, now_ms());
+                false
+            }
+            // Unproven either way: a new wallet is heard (ignored until its checks pass),
+            // a known one stays as it is.
+            Err(e) => {
+                tracing::info!("bus: owner of {}: chain unreachable: {e}", a.wallet);
+                recorded.is_none() && self.book.observe(a, &peer_id, now_ms()).is_ok()
+            }
+        }
+    }
+
     /// Whitelist and wallet checks; Err says why and whether to look again.
     async fn check_chain(&mut self, a: &HubAnnouncement) -> Result<(), CheckFailed> {
         let Some(chain) = self.chain.clone() else {
@@ -239,6 +301,21 @@ impl Miner {
             let what = what.to_owned();
             move |e| CheckFailed::Unreachable(format!("{what}: {e}"))
         };
+        // The book may have heard this owner while the chain was down.
+        match chain
+            .wallet_owner(a.wallet)
+            .await
+            .map_err(unreachable("owner"))?
+        {
+            Some(owner) if owner == a.owner => {}
+            Some(owner) => {
+                return Err(CheckFailed::Bad(format!(
+                    "announced owner {} is not the wallet's owner {owner}",
+                    a.owner
+                )))
+            }
+            None => return Err(CheckFailed::Bad("not a HubWallet on chain".into())),
+        }
         let record = chain
             .whitelist_record(a.wallet)
             .await
@@ -348,7 +425,37 @@ impl Miner {
         }
     }
 
-    fn on_verdict(&mut self, v: HubVerdict, from: Address) {
+    /// Whether `voice` may vouch for or warn against `wallet`: only miners with a stake
+    /// at risk, or that the hub has paid, count, so fresh keys cannot outvote anyone.
+    async fn counts(&mut self, wallet: Address, voice: Address) -> bool {
+        if let Some((ok, at)) = self.voices.get(&(wallet, voice)) {
+            if at.elapsed() < VOICE_TTL {
+                return *ok;
+            }
+        }
+        let Some(chain) = self.chain.clone() else {
+            return false;
+        };
+        let staked = match chain.stake_of(voice).await {
+            Ok(stake) => stake >= self.settings.min_voice_stake && !stake.is_zero(),
+            Err(e) => {
+                tracing::info!("bus: stake of {voice}: {e}");
+                return false;
+            }
+        };
+        let ok = staked
+            || chain
+                .payouts(wallet, Some(voice))
+                .await
+                .is_ok_and(|p| !p.is_empty());
+        if self.voices.len() >= MAX_VOICE_CACHE {
+            self.voices.clear();
+        }
+        self.voices.insert((wallet, voice), (ok, Instant::now()));
+        ok
+    }
+
+    async fn on_verdict(&mut self, v: HubVerdict, from: Address) {
         // Only answers to our own questions count; anything else is noise or an attempt to
         // steer us.
         let ours = v.asker == self.bus.address()
@@ -356,7 +463,11 @@ impl Miner {
                 .asked
                 .get(&v.wallet)
                 .is_some_and(|(nonces, _)| nonces.contains(&v.nonce));
-        if !ours {
+        if !ours || !self.book.hubs.contains_key(&v.wallet) {
+            return;
+        }
+        if !self.counts(v.wallet, from).await {
+            tracing::debug!("bus: verdict on {} from {from}: neither staked nor paid", v.wallet);
             return;
         }
         let min = self.settings.min_positive_verdicts;

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use super::work::execute;
 use sosna_bus::Bus;
 use sosna_proto::attest;
+use sosna_proto::bus::envelope::now_ms;
 use sosna_proto::bus::messages::{
     Request, Response, TaskOffer, TaskOutcome, TaskReport, MAX_RESULT,
 };
@@ -63,12 +64,25 @@ impl Worker {
     /// Takes or refuses `offer` from the hub at `hub`; a taken offer runs in the
     /// background and is reported when done.
     pub fn offer(&self, hub: PeerId, offer: TaskOffer) -> Response {
-        let spec: TaskSpec = match serde_json::from_str(&offer.spec) {
+        let mut spec: TaskSpec = match serde_json::from_str(&offer.spec) {
             Ok(s) => s,
             Err(e) => return Response::Refused(format!("task spec: {e}")),
         };
         if let Err(e) = spec.validate() {
             return Response::Refused(format!("task spec: {e}"));
+        }
+        // The task dies at the offer's deadline (or this node's cap, if sooner).
+        let left_secs = offer.deadline_ms.saturating_sub(now_ms()) / 1000;
+        if left_secs == 0 {
+            return Response::Refused("the offer's deadline has passed".into());
+        }
+        let wall = left_secs.min(self.runtime.caps().wall_secs);
+        spec.timeout_secs = match spec.timeout_secs {
+            0 => wall,
+            t => t.min(wall),
+        };
+        if let Err(e) = self.runtime.caps().apply(&mut spec.clone()) {
+            return Response::Refused(e.to_string());
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return Response::Refused("busy".into());
@@ -108,7 +122,10 @@ impl Worker {
             Err(e) => return TaskOutcome::Failed(e.to_string()),
         };
         if bundle.stdout.len() > MAX_RESULT {
-            return TaskOutcome::Failed(format!("result longer than {MAX_RESULT} bytes"));
+            return TaskOutcome::Failed(format!(
+                "the result's {} bytes of stdout exceed the {MAX_RESULT}-byte limit",
+                bundle.stdout.len()
+            ));
         }
         #[cfg(feature = "fault-injection")]
         if self.cheat {

@@ -13,13 +13,16 @@ use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use serde::{Deserialize, Serialize};
 
-use super::messages::{Message, MessageError};
+use super::messages::{Message, MessageError, TOPIC_RPC};
 
 /// What a receiver accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest encoded envelope, in bytes.
+    /// Largest encoded envelope on a gossip topic, in bytes: everyone relays those.
     pub max_size: usize,
+    /// Largest encoded envelope on [`TOPIC_RPC`], in bytes: direct, and carrying specs and
+    /// results (see [`crate::bus::limits`]).
+    pub max_rpc_size: usize,
     /// Oldest timestamp accepted.
     pub max_age: Duration,
     /// Farthest a timestamp may lie in the future (clock skew).
@@ -29,7 +32,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_size: 8 * 1024,
+            max_size: super::limits::MAX_GOSSIP_ENVELOPE,
+            max_rpc_size: super::limits::MAX_RPC_ENVELOPE,
             max_age: Duration::from_secs(120),
             max_skew: Duration::from_secs(30),
         }
@@ -183,10 +187,15 @@ pub fn open(
     now_ms: u64,
     limits: &Limits,
 ) -> Result<Verified, EnvelopeError> {
-    if bytes.len() > limits.max_size {
+    let max = if topic == TOPIC_RPC {
+        limits.max_rpc_size
+    } else {
+        limits.max_size
+    };
+    if bytes.len() > max {
         return Err(EnvelopeError::TooLarge {
             size: bytes.len(),
-            max: limits.max_size,
+            max,
         });
     }
     let wire: Wire =

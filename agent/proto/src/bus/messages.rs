@@ -108,10 +108,7 @@ pub struct HubMetadata {
     pub version: String,
 }
 
-/// Largest task spec (JSON) a hub may offer.
-pub const MAX_SPEC: usize = 16 * 1024;
-/// Largest stdout a result report may carry inline (the rpc frame is 64 KiB).
-pub const MAX_RESULT: usize = 32 * 1024;
+pub use super::limits::{MAX_RESULT, MAX_SPEC};
 
 /// One replica of a unit of work, offered by a hub to a miner that joined it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +118,8 @@ pub struct TaskOffer {
     pub spec: String,
     /// What the miner is paid if its result agrees with the majority, in micro-SNM.
     pub pay_usnm: u64,
+    /// Unix milliseconds by which the result must be in; the miner kills the task then.
+    pub deadline_ms: u64,
 }
 
 /// A miner's result for one unit.
@@ -374,6 +373,9 @@ impl Message {
             Message::Response(Response::Refused(why)) => check_text("reason", why),
             Message::Request(Request::Offer(o)) => {
                 check_len("task spec", o.spec.len(), MAX_SPEC)?;
+                if o.deadline_ms == 0 {
+                    return Err(MessageError::NoDeadline);
+                }
                 if o.unit.replicas == 0 {
                     return Err(MessageError::Count {
                         what: "replicas",
@@ -482,6 +484,8 @@ pub enum MessageError {
     WavesOutOfOrder,
     #[error("job status lists too many miners or transactions")]
     TooManyListed,
+    #[error("task offer without a deadline")]
+    NoDeadline,
 }
 
 fn check_text(what: &'static str, text: &str) -> Result<(), MessageError> {

@@ -40,8 +40,12 @@ pub struct BusConfig {
     /// Miners: least seconds between two reputation questions about the same hub.
     pub ask_every_secs: u64,
     /// Miners with a chain: micro-SNM kept staked with Verification, the bond a proven
-    /// wrong result forfeits (hubs may prefer staked miners). 0 stakes nothing.
+    /// wrong result forfeits. Hubs take no miner staked below their `min_stake`.
     pub stake: u64,
+    /// Hubs: least micro-SNM a miner must have staked to join and be offered work.
+    /// Miners: least stake another miner needs for its verdicts on hubs to count (miners a
+    /// hub paid count regardless). Above 0: a key made for free earns nothing.
+    pub min_stake: u64,
     /// Test images only (the `fault-injection` feature): report a forged result for every
     /// task (a cheating miner). Images built for users reject the field as unknown.
     #[cfg(feature = "fault-injection")]
@@ -65,7 +69,8 @@ impl Default for BusConfig {
             join: String::new(),
             chain_poll_secs: 15,
             ask_every_secs: 60,
-            stake: 0,
+            stake: 1_000_000,
+            min_stake: 1_000_000,
             #[cfg(feature = "fault-injection")]
             test_fault_wrong_result: false,
             hub: HubConfig::default(),
@@ -143,6 +148,12 @@ impl BusConfig {
             }
         }
         address("bus.join", &self.join)?;
+        if self.min_stake == 0 {
+            return Err((
+                "bus.min_stake",
+                "0 would let any key made for free take work and vouch for hubs".into(),
+            ));
+        }
         if self.min_positive_verdicts == 0 {
             return Err(("bus.min_positive_verdicts", "must be at least 1".into()));
         }
@@ -195,7 +206,14 @@ impl BusConfig {
             poll: Duration::from_secs(self.chain_poll_secs),
             ask_every: Duration::from_secs(self.ask_every_secs),
             book_path: Self::state_dir(state_dir).join(BOOK_FILE),
+            min_voice_stake: self.min_stake_wei(),
         }
+    }
+
+    /// `min_stake` in SNM wei.
+    pub fn min_stake_wei(&self) -> alloy_primitives::U256 {
+        alloy_primitives::U256::from(self.min_stake)
+            * alloy_primitives::U256::from(sosna_proto::bus::messages::MICRO_SNM_WEI)
     }
 
     pub fn hub(&self, default_name: &str) -> HubSettings {

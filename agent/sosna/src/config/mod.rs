@@ -105,15 +105,41 @@ pub struct RuntimeSection {
     pub insecure_registries: Vec<String>,
     /// Bytes of stdout and of stderr kept per container; the rest is counted and dropped.
     pub log_cap_bytes: u64,
+    /// The most any one task gets, whoever sends it: a task's unset limit takes these,
+    /// a larger one is refused.
+    pub max_memory_bytes: u64,
+    pub max_pids: i64,
+    pub max_cpus: f64,
+    pub max_wall_secs: u64,
+    /// Size of a writable root's private layer.
+    pub max_scratch_bytes: u64,
+}
+
+impl RuntimeSection {
+    pub fn caps(&self) -> sosna_runtime::caps::TaskCaps {
+        sosna_runtime::caps::TaskCaps {
+            memory_bytes: self.max_memory_bytes,
+            pids: self.max_pids,
+            cpus: self.max_cpus,
+            wall_secs: self.max_wall_secs,
+            scratch_bytes: self.max_scratch_bytes,
+        }
+    }
 }
 
 impl Default for RuntimeSection {
     fn default() -> Self {
+        let caps = sosna_runtime::caps::TaskCaps::default();
         RuntimeSection {
             enabled: true,
             socket: PathBuf::from("/run/sosna/agent.sock"),
             insecure_registries: Vec::new(),
             log_cap_bytes: 1 << 20,
+            max_memory_bytes: caps.memory_bytes,
+            max_pids: caps.pids,
+            max_cpus: caps.cpus,
+            max_wall_secs: caps.wall_secs,
+            max_scratch_bytes: caps.scratch_bytes,
         }
     }
 }
@@ -177,6 +203,9 @@ impl Config {
         }
         if !self.state_dir.is_absolute() {
             return Err(invalid("state_dir", "must be an absolute path".into()));
+        }
+        if let Err(e) = self.runtime.caps().check() {
+            return Err(invalid("runtime", e.to_string()));
         }
         if !self.runtime.socket.is_absolute() {
             return Err(invalid("runtime.socket", "must be an absolute path".into()));
