@@ -493,7 +493,13 @@ async fn test_an_impostor_before_the_real_hub_does_not_shut_it_out() {
         "the impostor made an entry"
     );
     add_hub(&mut fleet, real.clone(), hub_settings(wallet, "real")).await;
-    wait_trust(&path, wallet, Trust::NotConfirmed, "the real hub to be checked").await;
+    wait_trust(
+        &path,
+        wallet,
+        Trust::NotConfirmed,
+        "the real hub to be checked",
+    )
+    .await;
     assert_real_hub_kept(&path, wallet, &real);
     let _ = fleet.stop.send(true);
 }
@@ -509,7 +515,13 @@ async fn test_an_impostor_after_the_real_hub_changes_nothing() {
     let chain = chain_listing(wallet, real.address());
     let mut fleet = start_fleet(vec![(real.clone(), hub_settings(wallet, "real"))], 1, chain).await;
     let path = fleet.book_paths[0].clone();
-    wait_trust(&path, wallet, Trust::NotConfirmed, "the real hub to be checked").await;
+    wait_trust(
+        &path,
+        wallet,
+        Trust::NotConfirmed,
+        "the real hub to be checked",
+    )
+    .await;
     add_hub(&mut fleet, impostor, hub_settings(wallet, "impostor")).await;
     wait_refused(&path, wallet, claimant).await;
     assert_real_hub_kept(&path, wallet, &real);

@@ -118,6 +118,17 @@ pub enum Restart {
 }
 
 impl TaskSpec {
+    /// The manifest digest the image is pinned to (`name@sha256:<64 hex>`), if it is.
+    pub fn pinned_digest(&self) -> Option<&str> {
+        let (_, digest) = self.image.rsplit_once('@')?;
+        let hex = digest.strip_prefix("sha256:")?;
+        (hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then_some(digest)
+    }
+
     pub fn validate(&self) -> Result<(), TaskError> {
         if self.image.is_empty() {
             return Err(bad("image", "missing"));
@@ -183,6 +194,31 @@ pub fn parse_user(s: &str) -> Result<(u32, u32), BadUser> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinned_digests_are_recognised() {
+        let hex = "ab".repeat(32);
+        let pinned = TaskSpec {
+            image: format!("reg:5000/x@sha256:{hex}"),
+            ..Default::default()
+        };
+        assert_eq!(
+            pinned.pinned_digest(),
+            Some(format!("sha256:{hex}").as_str())
+        );
+        for image in [
+            "reg/x:1",
+            "reg/x@sha256:abc",
+            "reg/x@sha512:00",
+            &format!("x@sha256:{}", "AB".repeat(32)),
+        ] {
+            let t = TaskSpec {
+                image: image.into(),
+                ..Default::default()
+            };
+            assert_eq!(t.pinned_digest(), None, "{image}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_tight() {

@@ -140,7 +140,8 @@ impl Runtime {
         fs::create_dir_all(&cfg.run_dir).map_err(io_err(&cfg.run_dir))?;
         for entry in fs::read_dir(&cdir).map_err(io_err(&cdir))?.flatten() {
             for m in ["rootfs", "scratch"] {
-                let _ = nix::mount::umount2(&entry.path().join(m), nix::mount::MntFlags::MNT_DETACH);
+                let _ =
+                    nix::mount::umount2(&entry.path().join(m), nix::mount::MntFlags::MNT_DETACH);
             }
             let _ = fs::remove_dir_all(entry.path());
         }

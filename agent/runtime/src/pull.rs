@@ -110,6 +110,27 @@ pub fn parse_reference(reference: &str) -> Result<Reference, PullError> {
     })
 }
 
+/// `reference` pinned to the digest of the manifest (or index) the registry serves for it
+/// now: `registry/repository@sha256:…`. Already pinned references come back as they are,
+/// unread. Whoever pulls the result gets exactly those bytes or an error.
+pub async fn pin(client: &Client, reference: &str) -> Result<String, PullError> {
+    let image = parse_reference(reference)?;
+    if image.digest().is_some() {
+        return Ok(reference.to_owned());
+    }
+    let (bytes, _) = client
+        .pull_manifest_raw(&image, &RegistryAuth::Anonymous, MANIFEST_TYPES)
+        .await
+        .map_err(|e| registry_error(reference, &e))?;
+    let digest = Digest::of(&bytes);
+    let pinned = Reference::with_digest(
+        image.registry().to_owned(),
+        image.repository().to_owned(),
+        digest.to_string(),
+    );
+    Ok(pinned.whole())
+}
+
 /// Pulls `reference` for `arch` and records it; blobs already stored are not fetched again.
 pub async fn pull(
     client: &Client,

@@ -117,7 +117,8 @@ const SCRATCH: &str = "scratch";
 
 fn run(dir: &Path, plan: &Plan) -> Result<Outcome, String> {
     let rootfs = dir.join("rootfs");
-    mount_rootfs(dir, &rootfs, &plan.lowers, plan.scratch_bytes).map_err(|e| format!("mount rootfs: {e}"))?;
+    mount_rootfs(dir, &rootfs, &plan.lowers, plan.scratch_bytes)
+        .map_err(|e| format!("mount rootfs: {e}"))?;
     let (out_r, out_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
     let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;

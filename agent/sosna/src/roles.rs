@@ -280,6 +280,7 @@ impl MarketParts {
                 miner_share_pct: h.miner_share_percent,
                 unit_timeout: std::time::Duration::from_secs(h.task_timeout_secs),
                 dir: self.config.state_dir.join("market").join("jobs"),
+                insecure_registries: self.config.runtime.insecure_registries.clone(),
             },
         )
         .map_err(|e| e.to_string())?;

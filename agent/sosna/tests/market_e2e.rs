@@ -80,7 +80,7 @@ struct Market {
 
 impl Market {
     /// Keys: 1 buyer, 2 hub owner, 3.. miners.
-    async fn start(miners: usize) -> Market {
+    async fn start(miners: usize, registry: String) -> Market {
         let chain = Devnet::start(2 + miners).unwrap();
         let d = chain.deployment;
         let dir = tempfile::tempdir().unwrap();
@@ -106,6 +106,7 @@ impl Market {
                 miner_share_pct: SHARE_PCT,
                 unit_timeout: Duration::from_secs(20),
                 dir: dir.path().join("hub").join("jobs"),
+                insecure_registries: vec![registry.clone()],
             },
         )
         .unwrap();
@@ -170,7 +171,13 @@ impl Market {
 
     /// Starts a miner node with `identity` that tries to join the hub and runs what it is
     /// offered (forging every result if `cheat`); its book is in `name/`.
-    async fn start_miner(&self, f: &Fixture, identity: Identity, name: &str, cheat: bool) -> LocalNode {
+    async fn start_miner(
+        &self,
+        f: &Fixture,
+        identity: Identity,
+        name: &str,
+        cheat: bool,
+    ) -> LocalNode {
         let d = self.chain.deployment;
         let (node, events) = spawn_node(identity).unwrap();
         node.bus.dial(self.hub.addr.clone()).await.unwrap();
@@ -256,7 +263,7 @@ fn order(f: &Fixture, script: &str, replicas: u16, deadline_secs: u64) -> Order 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_buyer_pays_for_a_verified_result_and_the_cheater_is_slashed() {
-    let (f, m) = fixture_after(SHIM, Market::start(3)).await;
+    let (f, m) = fixture_after(SHIM, |registry| Market::start(3, registry)).await;
     let mut miners = Vec::new();
     for i in 0..3 {
         miners.push(m.miner(&f, i, i == 1).await);
@@ -387,7 +394,7 @@ async fn dead_miner(m: &Market, i: usize) -> LocalNode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_miner_dying_mid_task_is_replaced_and_not_paid() {
-    let (f, m) = fixture_after(SHIM, Market::start(3)).await;
+    let (f, m) = fixture_after(SHIM, |registry| Market::start(3, registry)).await;
     let dead = dead_miner(&m, 2).await;
     let first = m.miner(&f, 0, false).await;
     let buyer = m.buyer();
@@ -418,7 +425,7 @@ async fn test_a_miner_dying_mid_task_is_replaced_and_not_paid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_settlement_waits_out_an_rpc_outage_and_sends_each_step_once() {
-    let (f, m) = fixture_after(SHIM, Market::start(2)).await;
+    let (f, m) = fixture_after(SHIM, |registry| Market::start(2, registry)).await;
     let _a = m.miner(&f, 0, false).await;
     let _b = m.miner(&f, 1, false).await;
     let buyer = m.buyer();
@@ -453,7 +460,7 @@ async fn test_settlement_waits_out_an_rpc_outage_and_sends_each_step_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_refunds_a_task_nobody_can_run_and_a_silent_hub() {
-    let (f, m) = fixture_after(SHIM, Market::start(1)).await;
+    let (f, m) = fixture_after(SHIM, |registry| Market::start(1, registry)).await;
     let _a = m.miner(&f, 0, false).await;
     let buyer = m.buyer();
     let hub = m.hub_addr();
@@ -513,7 +520,7 @@ async fn test_refunds_a_task_nobody_can_run_and_a_silent_hub() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_unstaked_keys_get_no_work_and_no_pay() {
     // Three keys made for free, all forging, against two staked honest miners.
-    let (f, m) = fixture_after(SHIM, Market::start(2)).await;
+    let (f, m) = fixture_after(SHIM, |registry| Market::start(2, registry)).await;
     let mut forgers = Vec::new();
     for i in 0..3 {
         let node = m
@@ -552,7 +559,7 @@ async fn test_unstaked_keys_get_no_work_and_no_pay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_30_kib_result_arrives_and_a_larger_one_is_an_error_the_buyer_sees() {
-    let (f, m) = fixture_after(SHIM, Market::start(1)).await;
+    let (f, m) = fixture_after(SHIM, |registry| Market::start(1, registry)).await;
     let _a = m.miner(&f, 0, false).await;
     let buyer = m.buyer();
     let hub = m.hub_addr();

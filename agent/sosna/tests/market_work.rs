@@ -42,9 +42,9 @@ async fn test_tasks_run_into_bundles_replicas_can_compare() {
     assert_ne!(failed.digest(), a.digest());
 
     // No result to vote on: too much output, or killed by the timeout.
-    let big = execute(rt, task("yes | head -c 10000")).await.unwrap_err();
+    let big = execute(rt, task("yes | head -c 100000")).await.unwrap_err();
     assert!(
-        matches!(big, WorkError::TooLarge { cap: 4096, .. }),
+        matches!(big, WorkError::TooLarge { cap: 65536, .. }),
         "{big}"
     );
     let mut slow = task("sleep 30");
@@ -78,7 +78,7 @@ async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
     use sosna_market::miner::join::{self as miner, MinerSettings};
     use sosna_market::miner::worker::Worker;
     use sosna_proto::attest::{self, Unit};
-    use sosna_proto::bus::messages::{Agreement, PriceSchedule};
+    use sosna_proto::bus::messages::{Agreement, PriceSchedule, Request, Response, TaskOffer};
     use sosna_testkit::testnet::{spawn_node, wait_until};
 
     let f = fixture(SHIM).await;
@@ -158,8 +158,14 @@ async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
     .await
     .unwrap();
 
+    // The hub's desk pins images at intake; here the test plays the desk.
+    let client = sosna_runtime::pull::client(&[f.registry_host.clone()]).unwrap();
+    let pinned = sosna_runtime::pull::pin(&client, &f.reference)
+        .await
+        .unwrap();
+    assert!(pinned.contains("@sha256:"), "{pinned}");
     let spec = serde_json::json!({
-        "image": f.reference,
+        "image": pinned,
         "args": ["sh", "-c", "seq 1 10 | wc -l"],
         "timeout_secs": 30,
     })
@@ -175,6 +181,11 @@ async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&result.bundle.stdout), "10\n");
     assert_eq!(result.bundle.exit_code, 0);
+    // What ran, signed and voted on, is the pinned image.
+    assert_eq!(
+        Some(result.bundle.image.as_str()),
+        pinned.split_once('@').map(|p| p.1)
+    );
     let forger = miners[1].identity.address();
     assert_eq!(result.disagree, vec![forger]);
     let mut honest: Vec<_> = [0, 2]
@@ -187,6 +198,45 @@ async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
     for a in &result.attestations {
         attest::check(&domain, &unit, a).unwrap();
     }
+    // A spec naming its image by tag alone is neither dispatched by the hub nor taken by a
+    // miner: replicas could run different images.
+    let by_tag = spec.replace(&pinned, &f.reference);
+    let err = dispatcher
+        .run_unit(
+            Unit {
+                id: alloy_primitives::B256::repeat_byte(0x06),
+                ..unit
+            },
+            &by_tag,
+            1,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not pinned"), "{err}");
+    let offer = TaskOffer {
+        unit: Unit {
+            id: alloy_primitives::B256::repeat_byte(0x07),
+            ..unit
+        },
+        spec: by_tag,
+        pay_usnm: 1,
+        deadline_ms: sosna_proto::bus::envelope::now_ms() + 60_000,
+    };
+    let (_, answer) = hub_node
+        .bus
+        .request(
+            miners[0].identity.peer_id(),
+            vec![miners[0].addr.clone()],
+            Request::Offer(offer),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&answer, Response::Refused(r) if r.contains("not pinned")),
+        "{answer:?}"
+    );
     // An offer for a wallet the miner did not join is refused.
     let stranger = Unit {
         hub: alloy_primitives::Address::repeat_byte(0x01),

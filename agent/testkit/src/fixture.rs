@@ -26,21 +26,22 @@ pub struct Fixture {
 /// A runtime whose containers run under `shim` (the `sosna` binary), with a busybox
 /// image pushed to a local registry. Needs root.
 pub async fn fixture(shim: impl AsRef<Path>) -> Fixture {
-    fixture_after(shim, async {}).await.0
+    fixture_after(shim, |_| async {}).await.0
 }
 
-/// Runs `setup` first, then builds the fixture. Whatever spawns and waits for child
-/// processes (anvil, forge) must run in `setup`: once the fixture's reaper runs, it reaps
-/// every child of this process, and `std::process` waits would find theirs gone.
-pub async fn fixture_after<T>(
+/// Starts the registry, runs `setup` (given the registry's `host:port`), then builds the
+/// fixture. Whatever spawns and waits for child processes (anvil, forge) must run in
+/// `setup`: once the fixture's reaper runs, it reaps every child of this process, and
+/// `std::process` waits would find theirs gone.
+pub async fn fixture_after<T, F: std::future::Future<Output = T>>(
     shim: impl AsRef<Path>,
-    setup: impl std::future::Future<Output = T>,
+    setup: impl FnOnce(String) -> F,
 ) -> (Fixture, T) {
     crate::require::root();
     let serial = ONE_AT_A_TIME.lock().await;
-    let before = setup.await;
     let dir = tempfile::tempdir().unwrap();
     let registry = LocalRegistry::start(&dir.path().join("registry")).unwrap();
+    let before = setup(registry.host()).await;
     let reference = format!("{}/busybox:task", registry.host());
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static (./dev deps)");
     let applets = ["sh", "echo", "seq", "wc", "yes", "head", "sleep"];
@@ -67,7 +68,7 @@ pub async fn fixture_after<T>(
             run_dir: dir.path().join("run"),
             shim_exe: shim.as_ref().to_owned(),
             insecure_registries: vec![registry.host()],
-            log_cap_bytes: 4096,
+            log_cap_bytes: 64 * 1024,
             arch: pull::host_arch().into(),
             caps: sosna_runtime::caps::TaskCaps::default(),
         },

@@ -42,6 +42,8 @@ pub struct DeskSettings {
     /// Longest a unit may run, whatever its deadline.
     pub unit_timeout: Duration,
     pub dir: PathBuf,
+    /// Registries reached over plain HTTP when pinning images.
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,8 @@ enum JobError {
     DeadlinePassed,
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
+    #[error("pinning the task's image: {0}")]
+    Pin(String),
     #[error("decided without a result")]
     NoResult,
     #[error(transparent)]
@@ -96,6 +100,10 @@ struct Job {
     status: JobStatus,
     /// Every replica's signed result, kept for a settlement resumed after a restart.
     attestations: Vec<Attestation>,
+    /// The buyer's spec with its image pinned to a manifest digest at intake: what every
+    /// replica runs.
+    #[serde(default)]
+    pinned_spec: Option<String>,
 }
 
 #[derive(Clone)]
@@ -169,6 +177,7 @@ impl Desk {
             submission: job,
             status,
             attestations: Vec::new(),
+            pinned_spec: None,
         };
         {
             let mut jobs = self.inner.jobs.lock().expect("jobs lock");
@@ -285,6 +294,26 @@ impl Desk {
         }
     }
 
+    /// The spec with its image pinned to the digest the registry serves now.
+    async fn pin(&self, spec_json: &str) -> Result<String, JobError> {
+        let mut spec: TaskSpec = serde_json::from_str(spec_json)
+            .map_err(|e| JobError::Pin(format!("task spec: {e}")))?;
+        let client = sosna_runtime::pull::client(&self.inner.settings.insecure_registries)
+            .map_err(|e| JobError::Pin(e.to_string()))?;
+        spec.image = sosna_runtime::pull::pin(&client, &spec.image)
+            .await
+            .map_err(|e| JobError::Pin(sosna_runtime::pull::error_chain(&e)))?;
+        let pinned = serde_json::to_string(&spec).map_err(|e| JobError::Pin(e.to_string()))?;
+        if pinned.len() > sosna_proto::bus::limits::MAX_SPEC {
+            return Err(JobError::Pin(format!(
+                "the pinned spec is {} bytes, over the {}-byte limit",
+                pinned.len(),
+                sosna_proto::bus::limits::MAX_SPEC
+            )));
+        }
+        Ok(pinned)
+    }
+
     fn unit(&self, job: &JobSubmission) -> Unit {
         Unit {
             hub: self.inner.settings.wallet,
@@ -310,10 +339,21 @@ impl Desk {
             return Err(JobError::DeadlinePassed);
         }
         let pay_usnm = (self.pay_each(s) / U256::from(MICRO_SNM_WEI)).saturating_to::<u64>();
+        let spec = match &job.pinned_spec {
+            Some(spec) => spec.clone(),
+            None => {
+                let spec = self.pin(&s.spec).await?;
+                self.update(s.deal, |j| {
+                    j.pinned_spec = Some(spec.clone());
+                    j.status.detail = format!("image pinned; offering to {} miners", s.replicas);
+                });
+                spec
+            }
+        };
         let result = self
             .inner
             .dispatcher
-            .run_unit(self.unit(s), &s.spec, pay_usnm, timeout)
+            .run_unit(self.unit(s), &spec, pay_usnm, timeout)
             .await?;
         let dispatch_ms = result.dispatch.as_millis() as u64;
         tracing::info!(
@@ -409,9 +449,10 @@ impl Desk {
         let detail = match self.inner.sender.send_once(&label, market, release).await {
             Ok(tx) => {
                 self.update(deal, |j| j.status.txs.push((label, tx.hash)));
-                format!("{why}; deal released, buyer refunded")
+                // The outcome first: a long reason is what the length limit cuts.
+                format!("deal released, buyer refunded: {why}")
             }
-            Err(e) => format!("{why}; releasing the deal: {e}"),
+            Err(e) => format!("releasing the deal failed ({e}): {why}"),
         };
         self.update(deal, |j| {
             j.status.phase = JobPhase::Failed;

@@ -19,6 +19,7 @@ use sosna_bus::Bus;
 use sosna_proto::attest::{self, Attestation, Unit};
 use sosna_proto::bus::messages::{Request, Response, TaskOffer, TaskOutcome, TaskReport};
 use sosna_proto::result::ResultBundle;
+use sosna_proto::task::TaskSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -28,6 +29,8 @@ pub enum DispatchError {
         asked: usize,
         replicas: u16,
     },
+    #[error("unit {unit}: the task's image is not pinned to a manifest digest")]
+    NotPinned { unit: B256 },
     #[error("unit {unit}: the task failed on {miners} miners: {reason}")]
     TaskFailed {
         unit: B256,
@@ -160,6 +163,10 @@ impl Dispatcher {
         deadline: Duration,
         rx: &mut mpsc::Receiver<(Address, TaskReport)>,
     ) -> Result<UnitResult, DispatchError> {
+        let pinned = serde_json::from_str::<TaskSpec>(spec_json)
+            .ok()
+            .and_then(|t| t.pinned_digest().map(str::to_owned))
+            .ok_or(DispatchError::NotPinned { unit: unit.id })?;
         let end = Instant::now() + deadline;
         // A replica that has not reported by then is presumed dead and replaced.
         let patience = deadline / 2;
@@ -286,12 +293,17 @@ impl Dispatcher {
                     }
                     timings.insert(from, (report.pull_ms, report.run_ms));
                     match report.outcome {
-                        TaskOutcome::Done { exit_code, stdout, attestation } => {
+                        TaskOutcome::Done { image, exit_code, stdout, attestation } => {
                             if let Err(e) = attest::check(&self.domain, &unit, &attestation) {
                                 tracing::warn!("market: {from}'s report of {}: {e}", unit.id);
                                 continue;
                             }
-                            let bundle = ResultBundle { exit_code, stdout };
+                            // A result from another image than the pinned one still goes
+                            // to the vote (its signed digest says so), and loses it.
+                            if image != pinned {
+                                tracing::warn!("market: {from} ran {image} for unit {}, not {pinned}", unit.id);
+                            }
+                            let bundle = ResultBundle { image, exit_code, stdout };
                             results.insert(from, (bundle, attestation));
                             first_result.get_or_insert_with(Instant::now);
                         }

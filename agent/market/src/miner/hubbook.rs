@@ -264,7 +264,8 @@ impl HubBook {
     /// Remembers an announcement that was refused (an owner the chain does not back), for
     /// `sosna hubs`; the newest [`MAX_REFUSED`] are kept.
     pub fn refuse(&mut self, ann: &HubAnnouncement, peer_id: &str, reason: String, now_ms: u64) {
-        self.refused.retain(|r| r.wallet != ann.wallet || r.owner != ann.owner);
+        self.refused
+            .retain(|r| r.wallet != ann.wallet || r.owner != ann.owner);
         if self.refused.len() >= MAX_REFUSED {
             self.refused.remove(0);
         }

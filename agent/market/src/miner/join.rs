@@ -467,7 +467,10 @@ impl Miner {
             return;
         }
         if !self.counts(v.wallet, from).await {
-            tracing::debug!("bus: verdict on {} from {from}: neither staked nor paid", v.wallet);
+            tracing::debug!(
+                "bus: verdict on {} from {from}: neither staked nor paid",
+                v.wallet
+            );
             return;
         }
         let min = self.settings.min_positive_verdicts;

@@ -22,6 +22,8 @@ pub enum WorkError {
 /// whatever happened. Restarts are turned off: a task runs once per replica.
 pub async fn execute(rt: &Runtime, mut task: TaskSpec) -> Result<ResultBundle, WorkError> {
     task.restart = Restart::Never;
+    // The pull checked the registry's content against the pin: this is what ran.
+    let image = task.pinned_digest().unwrap_or_default().to_owned();
     let id = rt.run(task).await?;
     let outcome = rt.wait(&id).await;
     let logs = rt.logs(&id);
@@ -50,5 +52,9 @@ pub async fn execute(rt: &Runtime, mut task: TaskSpec) -> Result<ResultBundle, W
         return Err(WorkError::Killed(why));
     };
     let (stdout, _) = logs?;
-    Ok(ResultBundle { exit_code, stdout })
+    Ok(ResultBundle {
+        image,
+        exit_code,
+        stdout,
+    })
 }

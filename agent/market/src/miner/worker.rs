@@ -71,6 +71,14 @@ impl Worker {
         if let Err(e) = spec.validate() {
             return Response::Refused(format!("task spec: {e}"));
         }
+        // Every replica runs the same bytes: the hub pins the image, the pull checks the
+        // registry's content against the pin.
+        if spec.pinned_digest().is_none() {
+            return Response::Refused(format!(
+                "task image {} is not pinned to a manifest digest",
+                spec.image
+            ));
+        }
         // The task dies at the offer's deadline (or this node's cap, if sooner).
         let left_secs = offer.deadline_ms.saturating_sub(now_ms()) / 1000;
         if left_secs == 0 {
@@ -130,12 +138,14 @@ impl Worker {
         #[cfg(feature = "fault-injection")]
         if self.cheat {
             bundle = sosna_proto::result::ResultBundle {
+                image: bundle.image,
                 exit_code: bundle.exit_code,
                 stdout: b"forged result\n".to_vec(),
             };
         }
         match attest::sign(&self.key, &self.domain, &offer.unit, bundle.digest()) {
             Ok(attestation) => TaskOutcome::Done {
+                image: bundle.image,
                 exit_code: bundle.exit_code,
                 stdout: bundle.stdout,
                 attestation,

@@ -204,6 +204,8 @@ pub struct JobStatus {
 pub enum TaskOutcome {
     /// The result bundle and the miner's signature over its digest.
     Done {
+        /// Manifest digest of the image the task ran from.
+        image: String,
         exit_code: i32,
         #[serde(with = "serde_bytes")]
         stdout: Vec<u8>,
@@ -387,13 +389,16 @@ impl Message {
             }
             Message::Request(Request::Report(r)) => match &r.outcome {
                 TaskOutcome::Done {
+                    image,
                     exit_code,
                     stdout,
                     attestation,
                 } => {
                     check_len("result", stdout.len(), MAX_RESULT)?;
+                    check_text("image digest", image)?;
                     signed_by("result attestation", attestation.miner)?;
                     let bundle = crate::result::ResultBundle {
+                        image: image.clone(),
                         exit_code: *exit_code,
                         stdout: stdout.clone(),
                     };
