@@ -43,6 +43,8 @@ pub enum SlaveError {
 pub struct Slave {
     pub locator_addr: SocketAddr,
     pub locator: Arc<Locator>,
+    /// Every service by name, the locator's included: for transports other than TCP.
+    pub services: std::collections::BTreeMap<&'static str, Arc<dyn Service>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -93,8 +95,10 @@ pub async fn start(
     ];
     services.extend(extra);
     let mut tasks = Vec::new();
+    let mut by_name = std::collections::BTreeMap::new();
     for svc in services {
         let name = svc.protocol().name;
+        by_name.insert(name, svc.clone());
         let listener = bind(name, SocketAddr::new(cfg.listen, 0)).await?;
         let addr = listener.local_addr().map_err(|source| SlaveError::Bind {
             what: name.to_string(),
@@ -118,6 +122,7 @@ pub async fn start(
     locator.set_port(locator_addr.port());
     locator.register(&locator::LocatorMethod::PROTOCOL, locator_addr);
     let loc_svc: Arc<dyn Service> = Arc::new(LocatorService(locator.clone()));
+    by_name.insert(loc_svc.protocol().name, loc_svc.clone());
     if !cfg.socket.is_empty() {
         let path = Path::new(&cfg.socket);
         let _ = std::fs::remove_file(path);
@@ -157,6 +162,7 @@ pub async fn start(
     Ok(Slave {
         locator_addr,
         locator,
+        services: by_name,
         stop,
         tasks,
     })
@@ -187,8 +193,12 @@ pub async fn start_or_log(
 pub struct SlaveConfig {
     /// Serve the locator, storage and logging services.
     pub enabled: bool,
-    /// Address the locator and services listen on.
+    /// Address the locator and services listen on. Callers from elsewhere than this
+    /// machine reach only the locator's resolve, cluster and uuid: everything else is for
+    /// local callers and trusted bus peers (`trusted_peers`, the hub this miner joined).
     pub listen: IpAddr,
+    /// Bus peer ids (the operator's) that may call every service over the bus.
+    pub trusted_peers: Vec<String>,
     /// The locator's port; services take ephemeral ports and are found through it.
     pub locator_port: u16,
     /// Also serve the locator on this unix socket; empty for none.
@@ -207,8 +217,10 @@ impl Default for SlaveConfig {
     fn default() -> Self {
         SlaveConfig {
             enabled: true,
-            listen: IpAddr::from([0, 0, 0, 0]),
+            // This machine only: remote callers come over the bus, authenticated.
+            listen: IpAddr::from([127, 0, 0, 1]),
             locator_port: 10053,
+            trusted_peers: Vec::new(),
             socket: String::new(),
             max_frame_bytes: sosna_proto::slave::frame::DEFAULT_MAX_FRAME,
             gateway_peers: Vec::new(),

@@ -32,6 +32,9 @@ sosna_proto::protocol! {
     }
 }
 
+/// Most services others may publish here.
+const MAX_PUBLISHED: usize = 256;
+
 /// A service bound on this node.
 #[derive(Debug, Clone)]
 struct LocalService {
@@ -161,18 +164,22 @@ impl Locator {
                 "publish {name:?} without endpoints"
             )));
         }
+        let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
+        if published.len() >= MAX_PUBLISHED && !published.contains_key(name) {
+            return Err(RpcError::service(
+                sosna_proto::slave::error::service::UNAVAILABLE,
+                format!("{MAX_PUBLISHED} services are published here already"),
+            ));
+        }
         tracing::info!("slave: {name} published at {endpoints:?}");
-        self.published
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                name.to_string(),
-                Resolved {
-                    endpoints,
-                    version,
-                    graph,
-                },
-            );
+        published.insert(
+            name.to_string(),
+            Resolved {
+                endpoints,
+                version,
+                graph,
+            },
+        );
         Ok(())
     }
 }
@@ -194,6 +201,14 @@ pub struct LocatorService(pub Arc<Locator>);
 impl Service for LocatorService {
     fn protocol(&self) -> &'static Protocol {
         &LocatorMethod::PROTOCOL
+    }
+
+    /// Finding services is open to anyone; publishing one is not.
+    fn open_to_strangers(&self, method: &'static Method) -> bool {
+        !matches!(
+            LocatorMethod::from_id(method.id),
+            Some(LocatorMethod::Publish) | None
+        )
     }
 
     fn invoke(&self, method: &'static Method, args: Vec<Value>, call: Call) {

@@ -176,7 +176,11 @@ mod tests {
         let (a, b) = tokio::io::duplex(4096);
         let (_stop, rx) = tokio::sync::watch::channel(false);
         let svc: Arc<dyn Service> = Arc::new(NodeService(Arc::new(MemoryApps::default())));
-        tokio::spawn(serve(a, svc, SessionOptions::default(), rx));
+        let trusted = SessionOptions {
+            trusted: true,
+            ..SessionOptions::default()
+        };
+        tokio::spawn(serve(a, svc, trusted, rx));
         let c = Connection::over(b);
         let start = NodeMethod::StartApp.id();
         let profile = Value::Map(vec![(Value::from("image"), Value::from("alpine"))]);
@@ -214,5 +218,25 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("app name"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unauthenticated_caller_starts_nothing() {
+        let (a, b) = tokio::io::duplex(4096);
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        let apps = Arc::new(MemoryApps::default());
+        let svc: Arc<dyn Service> = Arc::new(NodeService(apps.clone()));
+        tokio::spawn(serve(a, svc, SessionOptions::default(), rx));
+        let c = Connection::over(b);
+        let profile = Value::Map(vec![(Value::from("image"), Value::from("alpine"))]);
+        let e = c
+            .call(NodeMethod::StartApp.id(), vec!["web".into(), profile])
+            .await
+            .unwrap_err();
+        match e {
+            crate::client::ClientError::Rpc(r) => assert_eq!(r.code, code::DENIED, "{r}"),
+            other => panic!("{other}"),
+        }
+        assert!(apps.list().await.unwrap().is_empty(), "an app was started");
     }
 }

@@ -34,6 +34,11 @@ pub mod control {
 /// `call.reply`, or move the call into a spawned task.
 pub trait Service: Send + Sync + 'static {
     fn protocol(&self) -> &'static Protocol;
+    /// Whether `method` serves callers the node has not authenticated (remote TCP). Only
+    /// methods that neither change state nor read private data may: none by default.
+    fn open_to_strangers(&self, _method: &'static Method) -> bool {
+        false
+    }
     fn invoke(&self, method: &'static Method, args: Vec<Value>, call: Call);
 }
 
@@ -104,6 +109,9 @@ impl Reply {
 pub struct SessionOptions {
     pub max_frame: usize,
     pub local_addr: Option<SocketAddr>,
+    /// The caller is authenticated: on this machine (loopback, unix socket) or a bus peer
+    /// the node trusts. Others reach only methods open to strangers.
+    pub trusted: bool,
 }
 
 impl Default for SessionOptions {
@@ -111,6 +119,7 @@ impl Default for SessionOptions {
         SessionOptions {
             max_frame: DEFAULT_MAX_FRAME,
             local_addr: None,
+            trusted: false,
         }
     }
 }
@@ -133,6 +142,7 @@ pub async fn serve<S>(
         out,
         streams: HashMap::new(),
         local_addr: opts.local_addr,
+        trusted: opts.trusted,
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
     // Encoded replies not yet written, and how much of them has been.
@@ -228,6 +238,7 @@ struct Session {
     out: mpsc::UnboundedSender<Frame>,
     streams: HashMap<u64, mpsc::UnboundedSender<Incoming>>,
     local_addr: Option<SocketAddr>,
+    trusted: bool,
 }
 
 impl Session {
@@ -305,6 +316,18 @@ impl Session {
             ));
             return true;
         };
+        if !self.trusted && !self.service.open_to_strangers(method) {
+            tracing::warn!(
+                "slave: refused {}.{} to an unauthenticated remote caller",
+                protocol.name,
+                method.name
+            );
+            self.reply(channel).error(RpcError::denied(format!(
+                "{}.{} is served on this machine and to trusted bus peers only",
+                protocol.name, method.name
+            )));
+            return true;
+        }
         let incoming = match method.dispatch {
             Dispatch::Terminal => None,
             Dispatch::Streaming => {
@@ -351,6 +374,9 @@ impl Session {
     }
 }
 
+/// Most connections one listener serves at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// Accepts TCP connections for `service` until `shutdown` turns true.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
@@ -358,19 +384,28 @@ pub async fn serve_tcp(
     max_frame: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let opts = SessionOptions {
                     max_frame,
                     local_addr: stream.local_addr().ok(),
+                    trusted: peer.ip().to_canonical().is_loopback(),
                 };
-                tokio::spawn(serve(stream, service.clone(), opts, shutdown.clone()));
+                let (service, shutdown) = (service.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    serve(stream, service, opts, shutdown).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!("slave {}: accept: {e}", service.protocol().name);
@@ -387,7 +422,11 @@ pub async fn serve_unix(
     max_frame: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
@@ -397,8 +436,13 @@ pub async fn serve_unix(
                 let opts = SessionOptions {
                     max_frame,
                     local_addr: None,
+                    trusted: true,
                 };
-                tokio::spawn(serve(stream, service.clone(), opts, shutdown.clone()));
+                let (service, shutdown) = (service.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    serve(stream, service, opts, shutdown).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!("slave {}: accept: {e}", service.protocol().name);

@@ -29,6 +29,10 @@ sosna_proto::protocol! {
 
 /// Longest namespace or key, in bytes (hex doubles it; file names stop at 255).
 const MAX_NAME: usize = 120;
+/// Largest stored object (value and tags, encoded).
+pub const MAX_OBJECT: u64 = 1 << 20;
+/// Most bytes the whole store may hold.
+pub const QUOTA: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -44,12 +48,17 @@ pub enum StorageError {
     },
     #[error("corrupt object {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("object of {size} bytes is over the {MAX_OBJECT}-byte limit")]
+    TooLarge { size: u64 },
+    #[error("storage holds {used} bytes; {size} more would pass the {QUOTA}-byte quota")]
+    Full { used: u64, size: u64 },
 }
 
 impl From<StorageError> for RpcError {
     fn from(e: StorageError) -> RpcError {
         let c = match e {
-            StorageError::BadName { .. } => code::INVALID_ARGUMENT,
+            StorageError::BadName { .. } | StorageError::TooLarge { .. } => code::INVALID_ARGUMENT,
+            StorageError::Full { .. } => code::UNAVAILABLE,
             StorageError::NotFound { .. } => code::NOT_FOUND,
             StorageError::Io { .. } | StorageError::Corrupt { .. } => code::IO,
         };
@@ -61,6 +70,8 @@ impl From<StorageError> for RpcError {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Writes are serialised so the quota check and the write are one step.
+    writing: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 fn hex(s: &str) -> String {
@@ -85,7 +96,10 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
 
 impl Store {
     pub fn new(root: impl Into<PathBuf>) -> Store {
-        Store { root: root.into() }
+        Store {
+            root: root.into(),
+            writing: Default::default(),
+        }
     }
 
     fn check<'a>(what: &'static str, name: &'a str) -> Result<&'a str, StorageError> {
@@ -162,8 +176,32 @@ impl Store {
         ]);
         let mut bytes = Vec::new();
         let _ = rmpv::encode::write_value(&mut bytes, &doc);
+        let size = bytes.len() as u64;
+        if size > MAX_OBJECT {
+            return Err(StorageError::TooLarge { size });
+        }
+        let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let replaced = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let used = self.used();
+        if used.saturating_sub(replaced) + size > QUOTA {
+            return Err(StorageError::Full { used, size });
+        }
         sosna_durable::write_atomic(&path, &bytes, sosna_durable::Durability::Synced)
             .map_err(io("write", &path))
+    }
+
+    /// Bytes the store's objects take (a walk: the store is small by its quota).
+    fn used(&self) -> u64 {
+        let Ok(namespaces) = std::fs::read_dir(&self.root) else {
+            return 0;
+        };
+        namespaces
+            .flatten()
+            .filter_map(|ns| std::fs::read_dir(ns.path()).ok())
+            .flat_map(|objects| objects.flatten())
+            .filter_map(|o| o.metadata().ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     pub fn remove(&self, ns: &str, key: &str) -> Result<(), StorageError> {
@@ -271,6 +309,27 @@ impl Service for StorageService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_and_the_store_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path());
+        let big = Value::Binary(vec![7; MAX_OBJECT as usize]);
+        assert!(matches!(
+            s.write("apps", "big", big, &[]),
+            Err(StorageError::TooLarge { .. })
+        ));
+        let chunk = Value::Binary(vec![7; (MAX_OBJECT / 2) as usize]);
+        let fits = (QUOTA / (MAX_OBJECT / 2)) as usize - 1;
+        for i in 0..fits {
+            s.write("apps", &i.to_string(), chunk.clone(), &[]).unwrap();
+        }
+        let full = s.write("apps", "one-more", chunk.clone(), &[]).unwrap_err();
+        assert!(matches!(full, StorageError::Full { .. }), "{full}");
+        // Replacing an object counts its old size back; nothing stored was lost.
+        s.write("apps", "0", chunk.clone(), &[]).unwrap();
+        assert_eq!(s.read("apps", &(fits - 1).to_string()).unwrap(), chunk);
+    }
 
     #[test]
     fn store_round_trips_and_finds_by_tags() {

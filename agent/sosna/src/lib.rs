@@ -13,3 +13,4 @@ pub mod flash;
 pub mod node;
 pub mod pid1;
 pub mod roles;
+pub mod slave_bus;

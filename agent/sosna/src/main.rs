@@ -106,6 +106,13 @@ enum Command {
         /// The locator to resolve the service with.
         #[arg(long, default_value = "127.0.0.1:10053")]
         locator: String,
+        /// Call the node at this bus address (`/ip4/…/tcp/4001/p2p/<peer id>`) instead, as
+        /// this node's key; the node must trust it (`[slave] trusted_peers`).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Provisioning file whose state holds this node's bus key (with `--peer`).
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
         /// Seconds to wait for the whole reply.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
@@ -239,11 +246,20 @@ fn main() -> anyhow::Result<()> {
         Command::Gc { agent } => containers::gc(&agent)?,
         Command::Call {
             locator,
+            peer,
+            config,
             timeout,
             service,
             method,
             args,
-        } => cli::slave::call(&locator, timeout, &service, &method, &args)?,
+        } => {
+            let target = cli::slave::Target {
+                locator: &locator,
+                peer: peer.as_deref(),
+                config: &config,
+            };
+            cli::slave::call(target, timeout, &service, &method, &args)?
+        }
         Command::Hubs { config } => cli::bus::hubs(&config)?,
         Command::BusId { config } => cli::bus::bus_id(&config)?,
         Command::Hub {

@@ -67,7 +67,8 @@ pub async fn run(
     });
     let slave =
         sosna_slave::start_or_log(&config.slave, &config.state_dir, node_service.collect()).await;
-    let bus = crate::roles::start_if_enabled(config, runtime.clone(), health);
+    let slave_services = slave.as_ref().map(|s| s.services.clone());
+    let bus = crate::roles::start_if_enabled(config, runtime.clone(), health, slave_services);
     println!("{}", status::ready_line());
     if ota.is_some() {
         // Peers are required only when the config names some to join.

@@ -63,6 +63,7 @@ pub async fn start(
     config: &Config,
     runtime: Option<Runtime>,
     health: watch::Receiver<SlotHealth>,
+    slave: Option<SlaveServices>,
 ) -> Result<Running, StartError> {
     let cfg = &config.bus;
     // Creating keys reads the kernel's CRNG, which may still be seeding on a first boot;
@@ -74,6 +75,23 @@ pub async fn start(
     let (bus, events) = sosna_bus::spawn(&identity, cfg.swarm())?;
     let (_, handle) = watch::channel(Some(bus.clone()));
     let (stop, stop_rx) = watch::channel(false);
+    if let Some(services) = slave {
+        let trust = crate::slave_bus::Trust {
+            peers: config
+                .slave
+                .trusted_peers
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+            book: (config.role == Role::Miner).then(|| cfg.miner(&config.state_dir).book_path),
+        };
+        let (bus, max_frame, stop) = (bus.clone(), config.slave.max_frame_bytes, stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::slave_bus::serve(bus, services, trust, max_frame, stop).await {
+                tracing::error!("slave over the bus: {e}");
+            }
+        });
+    }
     let events = if config.rollout.enabled() {
         let (updates, events) = split_updates(events);
         tokio::spawn(sosna_ota::rollout::run(
@@ -323,10 +341,15 @@ impl MarketParts {
 
 /// Starts the bus in the background when `[bus] enabled`, so boot never waits for it; a
 /// failure is logged, not fatal, like the network's.
+/// The Slave services, by name, to serve to trusted bus peers.
+pub type SlaveServices =
+    std::collections::BTreeMap<&'static str, Arc<dyn sosna_slave::session::Service>>;
+
 pub fn start_if_enabled(
     config: &Config,
     runtime: Option<Runtime>,
     health: watch::Receiver<SlotHealth>,
+    slave: Option<SlaveServices>,
 ) -> Option<Running> {
     if !config.bus.enabled {
         return None;
@@ -336,7 +359,7 @@ pub fn start_if_enabled(
     let (bus_tx, bus) = watch::channel(None);
     let task = tokio::spawn(async move {
         let running = tokio::select! {
-            r = start(&config, runtime, health) => r,
+            r = start(&config, runtime, health, slave) => r,
             _ = stop_rx.changed() => return,
         };
         match running {

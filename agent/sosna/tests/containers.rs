@@ -45,6 +45,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(extra_runtime_config: &str) -> Fixture {
+        Fixture::configured("listen = \"127.0.0.1\"", extra_runtime_config, "")
+    }
+
+    /// With `slave` lines for the `[slave]` section and `tail` sections after the rest.
+    fn configured(slave: &str, extra_runtime_config: &str, tail: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let registry = LocalRegistry::start(&dir.path().join("registry")).unwrap();
         let image = format!("{}/busybox:1", registry.host());
@@ -73,9 +78,9 @@ impl Fixture {
             &config,
             format!(
                 "state_dir = \"{}\"\n[log]\nlevel = \"info\"\n\
-                 [slave]\nlisten = \"127.0.0.1\"\nlocator_port = {}\n\
+                 [slave]\n{slave}\nlocator_port = {}\n\
                  [runtime]\nsocket = \"{}\"\n\
-                 insecure_registries = [\"{}\"]\n{extra_runtime_config}\n",
+                 insecure_registries = [\"{}\"]\n{extra_runtime_config}\n{tail}\n",
                 dir.path().join("state").display(),
                 locator.port(),
                 socket.display(),
@@ -594,6 +599,158 @@ fn node_service_starts_lists_and_stops_apps() {
     assert!(out.contains("no app"), "{out}");
 }
 
+/// The Slave services from elsewhere: a caller in another network namespace reaches the
+/// locator's lookups and nothing else; this machine's Cocaine clients and the operator's
+/// key over the bus reach everything; an unknown key over the bus reaches nothing.
+#[test]
+fn strangers_reach_only_lookups_and_trusted_peers_reach_every_service() {
+    sosna_testkit::require::root();
+    let keys = tempfile::tempdir().unwrap();
+    let key_config = |name: &str| {
+        let path = keys.path().join(format!("{name}.toml"));
+        let state = keys.path().join(name);
+        std::fs::write(&path, format!("state_dir = \"{}\"\n", state.display())).unwrap();
+        let id = sosna_bus::Identity::load_or_create(&state.join("bus")).unwrap();
+        (path, id.peer_id().to_string())
+    };
+    let (operator, operator_peer) = key_config("operator");
+    let (stranger, _) = key_config("stranger");
+    let bus_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let f = Fixture::configured(
+        &format!("listen = \"0.0.0.0\"\ntrusted_peers = [\"{operator_peer}\"]"),
+        "",
+        &format!(
+            "[bus]\nenabled = true\nmdns = false\nlisten = [\"/ip4/127.0.0.1/tcp/{bus_port}\"]\n"
+        ),
+    );
+    let started = f
+        .daemon
+        .wait_line("bus: started as", Duration::from_secs(30));
+    let node_peer = started
+        .split("peer ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_string();
+    let node_addr = format!("/ip4/127.0.0.1/tcp/{bus_port}/p2p/{node_peer}");
+    let sosna = |prefix: &[&str], args: &[&str]| {
+        let mut cmd = Command::new(
+            prefix
+                .first()
+                .copied()
+                .unwrap_or(env!("CARGO_BIN_EXE_sosna")),
+        );
+        if !prefix.is_empty() {
+            cmd.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_sosna"));
+        }
+        let out = cmd
+            .args(["call", "--timeout", "20"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            text + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let port = f.locator.port().to_string();
+    let local = format!("127.0.0.1:{port}");
+    f.until("locator answers", || {
+        sosna(&[], &["--locator", &local, "node", "list"]).0
+    });
+
+    // Another network namespace: lookups yes, work and state no.
+    let outside = Outside::new();
+    let netns = ["ip", "netns", "exec", outside.ns.as_str()];
+    let remote = format!("198.51.100.1:{port}");
+    let profile = json!({"image": f.image, "args": ["sleep", "60"]}).to_string();
+    let (ok, out) = sosna(
+        &netns,
+        &["--locator", &remote, "locator", "resolve", "storage"],
+    );
+    assert!(ok, "{out}");
+    for args in [
+        vec!["node", "start_app", "intruder", profile.as_str()],
+        vec!["storage", "write", "apps", "k", "\"from outside\""],
+    ] {
+        let (ok, out) = sosna(
+            &netns,
+            &[&["--locator", remote.as_str()][..], &args].concat(),
+        );
+        assert!(
+            !ok && out.contains("trusted bus peers only"),
+            "{args:?}: {out}"
+        );
+    }
+    assert!(
+        f.ps().is_empty(),
+        "a stranger started a container: {:?}",
+        f.ps()
+    );
+
+    // This machine's Cocaine clients keep working.
+    let (ok, out) = sosna(
+        &[],
+        &[
+            "--locator",
+            &local,
+            "storage",
+            "write",
+            "apps",
+            "k",
+            "\"local\"",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = sosna(&[], &["--locator", &local, "storage", "read", "apps", "k"]);
+    assert!(ok && out.contains("local"), "{out}");
+
+    // Over the bus: the operator's key reaches every service, another key none.
+    let as_operator = [
+        "--peer",
+        node_addr.as_str(),
+        "--config",
+        operator.to_str().unwrap(),
+    ];
+    let (ok, out) = sosna(
+        &[],
+        &[&as_operator[..], &["storage", "read", "apps", "k"]].concat(),
+    );
+    assert!(ok && out.contains("local"), "{out}");
+    let (ok, out) = sosna(&[], &[&as_operator[..], &["node", "list"]].concat());
+    assert!(ok, "{out}");
+    let as_stranger = [
+        "--peer",
+        node_addr.as_str(),
+        "--config",
+        stranger.to_str().unwrap(),
+    ];
+    let (ok, out) = sosna(
+        &[],
+        &[
+            &as_stranger[..],
+            &["node", "start_app", "intruder", profile.as_str()],
+        ]
+        .concat(),
+    );
+    assert!(!ok && out.contains("does not trust"), "{out}");
+    assert!(
+        f.ps().is_empty(),
+        "a stranger started a container: {:?}",
+        f.ps()
+    );
+    let (ok, out) = sosna(&[], &["--locator", &local, "storage", "read", "apps", "k"]);
+    assert!(
+        ok && out.contains("local"),
+        "the stranger changed storage: {out}"
+    );
+}
+
 /// Runs `ip ARGS` (iproute2, on the dev host only) and insists it works.
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -620,7 +777,9 @@ const ECHO_PORT: u16 = 7007;
 
 impl Outside {
     fn new() -> Outside {
-        let tag = std::process::id() % 100_000;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = (std::process::id() % 10_000) * 10 + n % 10;
         let o = Outside {
             ns: format!("sosna-inet-{tag}"),
             host_if: format!("sosna-o{tag}"),

@@ -19,6 +19,8 @@ pub struct Behaviour {
     pub(super) gossipsub: gossipsub::Behaviour,
     /// Direct hub <-> miner traffic.
     pub(super) rpc: request_response::Behaviour<rpc::Codec>,
+    /// Raw streams to authenticated peers (the Slave services for trusted peers).
+    pub(super) stream: libp2p_stream::Behaviour,
 }
 
 /// Per-topic scoring: the part that matters here is P4, invalid deliveries.
@@ -113,6 +115,7 @@ impl Behaviour {
                 [(rpc::PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(s.request_timeout),
             ),
+            stream: libp2p_stream::Behaviour::new(),
         })
     }
 }

@@ -22,7 +22,10 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm, Transport};
+use libp2p::{
+    identify, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    Transport,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::identity::Identity;
@@ -107,7 +110,7 @@ pub enum BusError {
     Behaviour(String),
     #[error("listening on {addr}: {reason}")]
     Listen { addr: Multiaddr, reason: String },
-    #[error("bootstrap peer {0} has no /p2p/<peer id> suffix")]
+    #[error("address {0} has no /p2p/<peer id> suffix")]
     BootstrapWithoutPeerId(Multiaddr),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
@@ -117,6 +120,12 @@ pub enum BusError {
     Request { peer: PeerId, reason: String },
     #[error("dialing {addr}: {reason}")]
     Dial { addr: Multiaddr, reason: String },
+    #[error("stream {protocol} to {peer}: {reason}")]
+    Stream {
+        peer: PeerId,
+        protocol: String,
+        reason: String,
+    },
     #[error("the bus has stopped")]
     Stopped,
 }
@@ -190,6 +199,7 @@ pub struct Bus {
     commands: mpsc::Sender<Command>,
     peer_id: PeerId,
     address: Address,
+    streams: libp2p_stream::Control,
 }
 
 impl Bus {
@@ -267,6 +277,41 @@ impl Bus {
     pub async fn status(&self) -> Result<Status, BusError> {
         self.call(|reply| Command::Status { reply }).await
     }
+
+    /// Inbound streams of `protocol`, each with the peer id its connection authenticated.
+    /// Only one taker per protocol.
+    pub fn accept_streams(
+        &self,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p_stream::IncomingStreams, BusError> {
+        self.streams
+            .clone()
+            .accept(protocol.clone())
+            .map_err(|e| BusError::Stream {
+                peer: self.peer_id,
+                protocol: protocol.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Opens a stream of `protocol` to the peer at `addr` (which ends in `/p2p/<id>`).
+    pub async fn open_stream(
+        &self,
+        addr: Multiaddr,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p::Stream, BusError> {
+        let peer = peer_of(&addr).ok_or_else(|| BusError::BootstrapWithoutPeerId(addr.clone()))?;
+        self.dial(addr).await?;
+        self.streams
+            .clone()
+            .open_stream(peer, protocol.clone())
+            .await
+            .map_err(|e| BusError::Stream {
+                peer,
+                protocol: protocol.to_string(),
+                reason: e.to_string(),
+            })
+    }
 }
 
 /// Builds the swarm, starts listening and dialing, and spawns its task on the current
@@ -303,6 +348,7 @@ pub fn spawn(
         commands,
         peer_id: identity.peer_id(),
         address: identity.address(),
+        streams: swarm.behaviour().stream.new_control(),
     };
     let event_loop = EventLoop {
         swarm,

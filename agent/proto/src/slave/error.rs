@@ -23,6 +23,8 @@ pub mod service {
     pub const IO: u64 = 3;
     pub const UNAVAILABLE: u64 = 4;
     pub const INTERNAL: u64 = 5;
+    /// The caller may not use this method (an unauthenticated remote caller).
+    pub const DENIED: u64 = 6;
 }
 
 /// An error reply: the `[category, code]` pair and a human-readable message.
@@ -57,6 +59,10 @@ impl RpcError {
 
     pub fn not_found(message: impl Into<String>) -> RpcError {
         RpcError::service(service::NOT_FOUND, message)
+    }
+
+    pub fn denied(message: impl Into<String>) -> RpcError {
+        RpcError::service(service::DENIED, message)
     }
 
     /// The error message's args: `[[category, code], message]`.

@@ -29,6 +29,17 @@ impl ServiceClient {
         ServiceClient::connect(name, r).await
     }
 
+    /// The service `name` described by `r`, over a connection already open to it (a bus
+    /// stream, say).
+    pub fn over(name: &str, conn: Connection, r: &Resolved) -> ServiceClient {
+        ServiceClient {
+            name: name.to_string(),
+            conn,
+            version: r.version,
+            methods: parse_graph(&r.graph),
+        }
+    }
+
     pub async fn connect(name: &str, r: Resolved) -> Result<ServiceClient, ClientError> {
         let mut last = ClientError::NoEndpoints(name.to_string());
         for (host, port) in &r.endpoints {

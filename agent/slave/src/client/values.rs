@@ -67,12 +67,10 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
 /// `sosna call`: resolves `service`, calls `method` with `args` (JSON or plain strings),
 /// and returns the reply's values as JSON lines (one per stream chunk).
 pub async fn call_cli(
-    locator: &str,
-    service: &str,
+    svc: &ServiceClient,
     method: &str,
     args: &[String],
 ) -> Result<Vec<String>, ClientError> {
-    let svc = ServiceClient::resolve(locator, service).await?;
     let args = args.iter().map(|a| value_from_arg(a)).collect();
     let line =
         |vs: &[Value]| serde_json::Value::Array(vs.iter().map(value_to_json).collect()).to_string();

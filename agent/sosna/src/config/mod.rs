@@ -271,6 +271,16 @@ impl Config {
                 format!("{bad:?} is not host:port"),
             ));
         }
+        if let Some(bad) = slave
+            .trusted_peers
+            .iter()
+            .find(|p| p.parse::<libp2p::PeerId>().is_err())
+        {
+            return Err(invalid(
+                "slave.trusted_peers",
+                format!("{bad:?} is not a peer id (see `sosna bus-id`)"),
+            ));
+        }
         self.chain
             .validate()
             .map_err(|(field, reason)| invalid(field, reason))?;
