@@ -11,6 +11,7 @@
 #   SOSNA_IMAGE_VERSION  release string (default: the workspace version)
 #   SOSNA_OTA_KEYRING, SOSNA_OTA_CERT, SOSNA_OTA_KEY  the CA the image trusts and the
 #       bundle signer; default a test CA made once in target/ota-ca
+#   SOSNA_OTA_TEST_KEYS=1  without a keyring: sign with a throwaway test CA (test images)
 #   SOSNA_OTA_UNTRUSTED=1  also sign the bundle with another, untrusted test CA (tests)
 #   SOSNA_HEALTH_FAIL=1    the image fails its post-boot health check (tests)
 #   SOSNA_TEST_HANG=1      the image's agent hangs at start, before it pets the watchdog (tests)
@@ -46,7 +47,15 @@ root=$(dirname "$here")
 version=${SOSNA_IMAGE_VERSION:-$(awk -F'"' '/^version/ {print $2; exit}' "$root/Cargo.toml")}
 ca_dir=$root/target/ota-ca
 if [ -z "${SOSNA_OTA_KEYRING:-}" ]; then
+  # A throwaway CA's key sits in target/: whoever has this tree can sign for such an
+  # image. Only test images may use it, and only when asked to.
+  if [ "${SOSNA_OTA_TEST_KEYS:-0}" != 1 ]; then
+    echo "disk: no update keys: set SOSNA_OTA_KEYRING, SOSNA_OTA_CERT and SOSNA_OTA_KEY" \
+      "(see README, \"Over-the-air updates\"), or SOSNA_OTA_TEST_KEYS=1 for a test image" >&2
+    exit 1
+  fi
   "$here/test-ca.sh" "$ca_dir" "sosna test"
+  echo "disk: signing with the throwaway TEST CA (SOSNA_OTA_TEST_KEYS=1): not for devices" >&2
 fi
 keyring=${SOSNA_OTA_KEYRING:-$ca_dir/ca.cert.pem}
 cert=${SOSNA_OTA_CERT:-$ca_dir/signing.cert.pem}

@@ -142,6 +142,27 @@ fn test_power_button_powers_off() {
     assert!(console.contains("powering off"));
 }
 
+/// A panic inside a task (the test image panics one after READY when a flag file is
+/// there) is logged and contained: the node stays up and still powers off cleanly.
+#[test]
+fn test_a_panic_in_a_task_leaves_the_node_up() {
+    let overlay = Overlay::default().file("/etc/sosna/test-panic-in-task", 0o644, "");
+    let mut vm = Vm::boot(
+        VmConfig::new(image())
+            .overlay(overlay)
+            .append("sosna.fatal_delay=1"),
+    )
+    .unwrap();
+    vm.wait_for("SOSNA READY", BOOT).unwrap();
+    vm.wait_for("test: a task panics", STEP).unwrap();
+    vm.powerdown().unwrap();
+    vm.wait_for("power button: shutting down", STEP).unwrap();
+    assert!(vm.wait_exit(STEP).unwrap().success());
+    let console = vm.console();
+    assert!(!console.contains("FATAL"), "the panic took the node down");
+    assert!(console.contains("powering off"));
+}
+
 #[test]
 fn test_static_network_config() {
     let config = format!(

@@ -1,6 +1,7 @@
 //! The end of every boot: stop all processes, sync, unmount, and power off or reboot.
 //! Runs after the async runtime is gone, so nothing else is waiting on children.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::reboot::{reboot, RebootMode};
@@ -96,10 +97,52 @@ fn count_user_processes() -> usize {
         .count()
 }
 
-/// A fatal error in PID 1: say it, leave it on the console for `delay`, power off.
+/// Whether the booted slot is still on trial (its boot entry counts tries).
+static ON_TRIAL: AtomicBool = AtomicBool::new(false);
+
+/// Records whether the booted slot is on trial; PID 1 updates it as the slot's health is
+/// settled.
+pub fn set_on_trial(on: bool) {
+    ON_TRIAL.store(on, Ordering::SeqCst);
+}
+
+/// What a fatal error ends in: on a slot still on trial a reboot, which costs the slot a
+/// try, so a release that cannot come up falls back to the other slot; otherwise power
+/// off, rather than loop.
+pub fn fatal_request() -> PowerRequest {
+    if ON_TRIAL.load(Ordering::SeqCst) {
+        PowerRequest::Reboot
+    } else {
+        PowerRequest::Poweroff
+    }
+}
+
+/// A fatal error in PID 1: say it, leave it on the console for `delay`, then reboot (a
+/// slot on trial) or power off.
 pub fn fatal(message: &str, delay: Duration) -> ! {
+    let req = fatal_request();
     say!("FATAL: {message}");
-    say!("powering off in {} s", delay.as_secs());
+    match req {
+        PowerRequest::Reboot => say!(
+            "this slot is on trial: rebooting in {} s (its tries fall back to the other slot)",
+            delay.as_secs()
+        ),
+        PowerRequest::Poweroff => say!("powering off in {} s", delay.as_secs()),
+    }
     std::thread::sleep(delay);
-    finish(PowerRequest::Poweroff, Duration::from_secs(2))
+    finish(req, Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fatal_error_on_a_slot_on_trial_reboots() {
+        assert_eq!(fatal_request(), PowerRequest::Poweroff);
+        set_on_trial(true);
+        assert_eq!(fatal_request(), PowerRequest::Reboot);
+        set_on_trial(false);
+        assert_eq!(fatal_request(), PowerRequest::Poweroff);
+    }
 }

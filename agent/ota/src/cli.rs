@@ -1,4 +1,4 @@
-//! `sosna update …` on the device: install a bundle (a path or an http:// URL), show the
+//! `sosna update …` on the device: install a bundle (a path or an http(s):// URL), show the
 //! slots, mark the booted slot. Everything goes through RAUC over D-Bus.
 
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ pub async fn install(
             return Ok(Installed::Already { digest });
         }
     }
-    let downloaded = source.starts_with("http://");
+    let downloaded = source.starts_with("http://") || source.starts_with("https://");
     let path = if downloaded {
         let key = match sha256 {
             Some(d) => fetch::parse_digest(d)?,

@@ -52,7 +52,38 @@ pub fn version() -> String {
         .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned())
 }
 
+/// Whether the booted slot is still on trial: its boot entry on the ESP still counts tries
+/// (RAUC has not marked it good).
+pub fn on_trial() -> bool {
+    present() && booted_slot().is_some_and(|slot| on_trial_in(Path::new(ESP), slot))
+}
+
+fn on_trial_in(esp: &Path, slot: char) -> bool {
+    sosna_init::boot::bootslot::entries(esp).is_ok_and(|entries| {
+        entries
+            .iter()
+            .any(|(_, e)| e.slot == slot && e.tries.is_some())
+    })
+}
+
 /// The slot this boot came from (`sosna.slot=` on the kernel command line).
 pub fn booted_slot() -> Option<char> {
     sosna_init::cmdline::BootArgs::from_proc().0.disk.slot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_on_trial_while_its_entry_counts_tries() {
+        let esp = tempfile::tempdir().unwrap();
+        let dir = esp.path().join(sosna_init::boot::bootslot::ENTRY_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sosna-0-a.efi"), b"").unwrap();
+        std::fs::write(dir.join("sosna-1-b+2-1.efi"), b"").unwrap();
+        assert!(!on_trial_in(esp.path(), 'a'));
+        assert!(on_trial_in(esp.path(), 'b'));
+        assert!(!on_trial_in(esp.path(), 'c'));
+    }
 }

@@ -51,6 +51,7 @@ fn notice(url: &str, waves: Vec<Wave>, halted: bool) -> RolloutNotice {
         waves,
         halted,
         issued_ms: now_ms(),
+        allow_downgrade: false,
     }
 }
 
@@ -374,6 +375,62 @@ async fn test_a_node_on_trial_waits_for_its_health_check_before_installing() {
     assert_eq!(
         *recorder.installs.lock().unwrap(),
         vec!["http://fleet.example/c.raucb".to_string()]
+    );
+    let _ = stop.send(true);
+}
+
+/// A signed notice for an older release than the node runs (a replayed notice, say) is
+/// refused unless the operator allowed the downgrade in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_downgrade_notice_is_refused_unless_allowed() {
+    let (operator, op_events) = spawn_node(Identity::ephemeral()).unwrap();
+    let tally = collect(op_events);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (node, events) = spawn_node(Identity::ephemeral()).unwrap();
+    node.bus.dial(operator.addr.clone()).await.unwrap();
+    let recorder = Arc::new(Recorder {
+        running: "3",
+        fail: false,
+        installs: Mutex::default(),
+    });
+    let (_verdict, health) = tokio::sync::watch::channel(SlotHealth::Good);
+    follow(&node, events, &operator, recorder.clone(), health, stop_rx);
+    let everyone = vec![Wave {
+        percent: 100,
+        start_ms: 0,
+    }];
+    let old = notice("http://fleet.example/old.raucb", everyone.clone(), false);
+    let me = node.identity.address();
+    wait_until("the node to refuse", Duration::from_secs(30), || async {
+        let _ = operator
+            .bus
+            .publish(Message::RolloutNotice(old.clone()))
+            .await;
+        report_of(&tally, me).is_some_and(|r| {
+            r.state == UpdateState::Waiting && r.detail.contains("does not allow a downgrade")
+        })
+    })
+    .await
+    .unwrap();
+    assert!(recorder.installs.lock().unwrap().is_empty(), "it installed");
+
+    let allowed = RolloutNotice {
+        allow_downgrade: true,
+        issued_ms: now_ms(),
+        ..notice("http://fleet.example/back.raucb", everyone, false)
+    };
+    wait_until("the allowed downgrade", Duration::from_secs(30), || async {
+        let _ = operator
+            .bus
+            .publish(Message::RolloutNotice(allowed.clone()))
+            .await;
+        report_of(&tally, me).is_some_and(|r| r.state == UpdateState::Rebooting)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        *recorder.installs.lock().unwrap(),
+        vec!["http://fleet.example/back.raucb".to_string()]
     );
     let _ = stop.send(true);
 }

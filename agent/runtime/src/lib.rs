@@ -14,7 +14,7 @@ pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod store;
-mod tls;
+pub mod tls;
 pub mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet};

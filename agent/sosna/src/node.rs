@@ -17,6 +17,9 @@ use sosna_init::watchdog::Watchdog;
 use sosna_ota::health::{Probes, SlotHealth};
 use sosna_runtime::{self as runtime, Runtime, RuntimeConfig};
 
+/// Time the parts get to stop, on top of the processes' grace period.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(20);
+
 /// Whether this process owns the machine (PID 1) or is a guest on a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -43,6 +46,15 @@ pub async fn run(
     } else {
         SlotHealth::Good
     });
+    if slots {
+        // Once the slot is good, a fatal error no longer needs to reboot to fall back.
+        let mut settled = health.clone();
+        tokio::spawn(async move {
+            if settled.wait_for(|h| *h == SlotHealth::Good).await.is_ok() {
+                sosna_init::shutdown::set_on_trial(false);
+            }
+        });
+    }
     let (stop_petting, petting) = watch::channel(false);
     let petter =
         watchdog.map(|wd| tokio::spawn(sosna_init::watchdog::keep(wd, health.clone(), petting)));
@@ -90,20 +102,31 @@ pub async fn run(
         }
     }
 
+    #[cfg(feature = "fault-injection")]
+    fault_injection::after_ready();
+
     let (req, why) = signals.next(config.power.ctrl_alt_del).await;
     tracing::info!("{why}: shutting down");
-    if let Some(rt) = runtime {
-        rt.stop_all().await;
-    }
-    if let Some(slave) = slave {
-        slave.stop().await;
-    }
-    if let Some(bus) = bus {
-        bus.stop().await;
-    }
-    supervisor.stop().await;
-    if let Some(ota) = ota {
-        ota.stop().await;
+    // However the parts behave, the machine goes down: a hung chain retry or container
+    // wait gets the deadline, then the final stage kills what is left.
+    let deadline = grace + SHUTDOWN_SLACK;
+    let stopping = async {
+        if let Some(rt) = runtime {
+            rt.stop_all().await;
+        }
+        if let Some(slave) = slave {
+            slave.stop().await;
+        }
+        if let Some(bus) = bus {
+            bus.stop().await;
+        }
+        supervisor.stop().await;
+        if let Some(ota) = ota {
+            ota.stop().await;
+        }
+    };
+    if tokio::time::timeout(deadline, stopping).await.is_err() {
+        tracing::error!("shutdown: parts still stopping after {deadline:?}; going down anyway");
     }
     let _ = stop_reaper.send(true);
     let _ = reaper_task.await;
@@ -243,5 +266,19 @@ mod tests {
         assert_eq!(hostname_for(&c, None), "sosna");
         c.hostname = "rig-1".into();
         assert_eq!(hostname_for(&c, Some(&iface)), "rig-1");
+    }
+}
+
+/// Test images only: faults a QEMU test switches on with a file in the image.
+#[cfg(feature = "fault-injection")]
+mod fault_injection {
+    /// A task panics after READY: the node must stay up.
+    pub const PANIC_IN_TASK_FLAG: &str = "/etc/sosna/test-panic-in-task";
+
+    pub fn after_ready() {
+        if std::path::Path::new(PANIC_IN_TASK_FLAG).exists() {
+            tracing::warn!("{PANIC_IN_TASK_FLAG} present: a task panics");
+            tokio::spawn(async { panic!("test: a task panics") });
+        }
     }
 }

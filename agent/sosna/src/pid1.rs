@@ -23,10 +23,25 @@ pub fn run() -> ! {
     // While this is the only thread: taking it edits the environment.
     let watchdog = Watchdog::inherited();
     let delay = boot.fatal_delay;
-    std::panic::set_hook(Box::new(move |info| {
-        fatal(&format!("panic: {info}"), delay);
+    // A panic is logged where it happens. One inside a task or a service's thread ends
+    // only that (tokio contains it); one that unwinds through PID 1's own stack is fatal.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("sosna: panic (contained where caught): {info}");
+        tracing::error!("panic: {info}");
     }));
+    let outcome = std::panic::catch_unwind(move || serve(boot, warnings, watchdog));
+    match outcome {
+        Ok(never) => never,
+        Err(_) => fatal("the agent panicked", delay),
+    }
+}
 
+/// PID 1 after the early stage: the agent, until a power request.
+fn serve(boot: BootArgs, warnings: Vec<String>, watchdog: Result<Option<Watchdog>, String>) -> ! {
+    let delay = boot.fatal_delay;
+    // A release that cannot come up reboots while its slot is on trial, so the bootloader
+    // falls back; the health check clears this once the slot is good.
+    sosna_init::shutdown::set_on_trial(sosna_ota::on_trial());
     let config = Config::load(&boot.config);
     let level = boot.log.as_deref();
     logging::init(level.unwrap_or(config.as_ref().map_or("info", |c| c.log.level.as_str())));

@@ -136,6 +136,21 @@ impl Updater for Unsupported {
     }
 }
 
+/// Whether release `candidate` is older than `running`: their leading `major.minor.patch`
+/// numbers compared. What follows them (`-rc1`, a build flavor) names a build, not an
+/// order; versions without numbers are never older.
+pub fn is_older(candidate: &str, running: &str) -> bool {
+    fn numbers(v: &str) -> Option<Vec<u64>> {
+        let core = v.trim_start_matches('v');
+        let core = core.split(['-', '+']).next()?;
+        core.split('.').map(|n| n.parse().ok()).collect()
+    }
+    match (numbers(candidate), numbers(running)) {
+        (Some(c), Some(r)) => c < r,
+        _ => false,
+    }
+}
+
 /// This node's place in every rollout of `version`, 0..100: a wave of `percent` takes the
 /// nodes below it.
 pub fn position(peer: &PeerId, version: &str) -> u8 {
@@ -262,6 +277,18 @@ impl Node {
         if matches!(self.state, UpdateState::Installing | UpdateState::Rebooting) {
             return never;
         }
+        if is_older(&notice.version, &running) && !notice.allow_downgrade {
+            // Waiting, not failed: nothing was tried, and a notice that allows it may come.
+            self.set(
+                UpdateState::Waiting,
+                format!(
+                    "refused {}: older than the running {running}, and the notice does not allow a downgrade",
+                    notice.version
+                ),
+            )
+            .await;
+            return never;
+        }
         if *self.health.borrow() != SlotHealth::Good {
             // A slot on trial or on its way back must not be overwritten: the fallback
             // slot is what keeps the node alive. A change of verdict looks again.
@@ -378,7 +405,19 @@ mod tests {
                 .collect(),
             halted: false,
             issued_ms: 1,
+            allow_downgrade: false,
         }
+    }
+
+    #[test]
+    fn older_means_a_lower_release_number() {
+        assert!(is_older("0.9.9", "0.10.0"));
+        assert!(is_older("1.2", "1.2.1"));
+        assert!(!is_older("0.1.0-ota2", "0.1.0"));
+        assert!(!is_older("0.1.0", "0.1.0-ota2"));
+        assert!(!is_older("2", "1"));
+        assert!(!is_older("nightly", "1.0"));
+        assert!(!is_older("1.0", "nightly"));
     }
 
     #[test]

@@ -142,6 +142,7 @@ mod tests {
             waves: vec![],
             halted: false,
             issued_ms: 1,
+            allow_downgrade: false,
         };
         let mut t = Tally::default();
         t.record(Address::repeat_byte(1), report("2", UpdateState::Failed));

@@ -274,6 +274,9 @@ pub struct RolloutNotice {
     pub halted: bool,
     /// Orders notices: a node keeps the newest it saw.
     pub issued_ms: u64,
+    /// The operator means to go back to an older release; without this a node refuses a
+    /// notice whose version is below what it runs (a replayed old notice, say).
+    pub allow_downgrade: bool,
 }
 
 /// Where a node stands with updates.

@@ -42,6 +42,9 @@ pub struct PublishArgs {
     /// Seconds between two repeats of the notice (nodes that join late hear it).
     #[arg(long, default_value_t = 5)]
     every: u64,
+    /// The version is older than what nodes run, on purpose: nodes refuse it otherwise.
+    #[arg(long)]
+    allow_downgrade: bool,
 }
 
 #[derive(clap::Args)]
@@ -85,6 +88,7 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<i32> {
         waves: waves(&a.waves, now_ms(), Duration::from_secs(a.wave_secs))?,
         halted: false,
         issued_ms: now_ms(),
+        allow_downgrade: a.allow_downgrade,
     };
     Message::RolloutNotice(notice.clone())
         .check(identity.address())
