@@ -89,7 +89,8 @@ step "unified kernel images"
 # The UKI's initramfs is the sosna initramfs plus the early modules: the agent, in its
 # early-boot mode.
 zstd -q -19 -T1 -c "$out/initramfs-disk.cpio" >"$work/initrd.zst"
-base="console=tty0 console=ttyS0 quiet mitigations=off cryptomgr.notests panic=-1"
+# CPU mitigations stay on: the flashable image runs strangers' code.
+base="console=tty0 console=ttyS0 quiet cryptomgr.notests panic=-1"
 base+=" sosna.config=/boot/sosna/config.toml sosna.fatal_delay=3 sosna.watchdog=${SOSNA_WATCHDOG_SECS:-60}"
 base+=" sosna.roothash=$roothash sosna.salt=$salt sosna.data_blocks=$data_blocks"
 base+=" sosna.state=PARTUUID=$state_uuid sosna.esp=PARTUUID=$esp_uuid"

@@ -17,6 +17,7 @@ use sosna_image::cpio::CpioWriter;
 pub mod disk;
 pub mod fleet;
 pub mod ota;
+pub mod time;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -95,7 +96,9 @@ impl Arch {
         }
     }
 
-    /// Kernel arguments for a quiet, fast boot on this machine's serial console.
+    /// Kernel arguments for a quiet, fast boot on this machine's serial console. Only this
+    /// test path boots with `mitigations=off` (the emulated CPU under TCG, throwaway
+    /// guests running our own tests); the disk image users flash keeps them on.
     pub fn boot_args(self) -> &'static str {
         match self {
             Arch::X86_64 => {
@@ -222,6 +225,8 @@ pub struct VmConfig {
     pub netdevs: Vec<String>,
 
     pub memory_mb: u32,
+    /// `-rtc base=` for the emulated clock; the host's UTC time if unset.
+    pub rtc_base: Option<String>,
 }
 
 impl VmConfig {
@@ -232,7 +237,14 @@ impl VmConfig {
             overlay: None,
             netdevs: vec!["user".into()],
             memory_mb: 256,
+            rtc_base: None,
         }
+    }
+
+    /// Starts the guest's real-time clock at `base` (`1970-01-01T00:00:00`, say).
+    pub fn rtc(mut self, base: &str) -> VmConfig {
+        self.rtc_base = Some(base.to_owned());
+        self
     }
 
     pub fn append(mut self, args: &str) -> VmConfig {
@@ -370,6 +382,9 @@ impl Vm {
             .arg(&initrd)
             .arg("-append")
             .arg(format!("{} {}", arch.boot_args(), cfg.append));
+        if let Some(base) = &cfg.rtc_base {
+            cmd.arg("-rtc").arg(format!("base={base}"));
+        }
         for (i, spec) in cfg.netdevs.iter().enumerate() {
             let mac = NEXT_MAC.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             cmd.arg("-netdev").arg(format!("{spec},id=n{i}"));

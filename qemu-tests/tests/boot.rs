@@ -163,6 +163,103 @@ fn test_a_panic_in_a_task_leaves_the_node_up() {
     assert!(console.contains("powering off"));
 }
 
+/// A board whose real-time clock says 1970 (no battery) keeps off the bus until a time
+/// server (chronyd on the host) sets its clock, then joins it: its hub announcement passes
+/// the host's timestamp check.
+#[test]
+fn test_a_node_booted_in_1970_sets_its_clock_and_joins_the_bus() {
+    use sosna_bus::{BusEvent, Identity, SwarmSettings};
+    use sosna_proto::bus::messages::Message;
+    let image = image();
+    assert_eq!(
+        image.arch,
+        Arch::X86_64,
+        "not applicable on {}: ./dev test leaves it out",
+        image.arch.name()
+    );
+    let ntp = sosna_qemu_tests::time::TimeServer::start().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let host = Identity::ephemeral();
+    let (bus, mut events) = rt
+        .block_on(async {
+            sosna_bus::spawn(
+                &host,
+                SwarmSettings {
+                    listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                    mdns: false,
+                    ..SwarmSettings::default()
+                },
+            )
+        })
+        .unwrap();
+    let listen = rt.block_on(async {
+        loop {
+            let s = bus.status().await.unwrap();
+            if let Some(a) = s.listen.first() {
+                return a.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let port = listen.to_string().rsplit('/').next().unwrap().to_owned();
+    let wallet = "0x00000000000000000000000000000000000dead1";
+    let config = format!(
+        "role = \"hub\"\n[time]\nservers = [\"10.0.2.2:{}\"]\n\
+         [bus]\nenabled = true\nmdns = false\nlisten = [\"/ip4/0.0.0.0/tcp/4001\"]\n\
+         bootstrap = [\"/ip4/10.0.2.2/tcp/{port}/p2p/{}\"]\n\
+         [bus.hub]\nwallet = \"{wallet}\"\nannounce_interval_secs = 2\n",
+        ntp.port,
+        host.peer_id()
+    );
+    let image = image_with_busybox(&config);
+    let mut vm = Vm::boot(
+        VmConfig::new(image.0)
+            .overlay(image.1)
+            .append("sosna.fatal_delay=1")
+            .rtc("1970-01-01T00:00:00"),
+    )
+    .unwrap();
+    vm.wait_for("is before this build", BOOT).unwrap();
+    vm.wait_for("clock: set from 10.0.2.2", BOOT).unwrap();
+    let wallet: alloy_primitives::Address = wallet.parse().unwrap();
+    let heard = rt.block_on(async {
+        tokio::time::timeout(BOOT, async {
+            while let Some(e) = events.recv().await {
+                if let BusEvent::Message(v) = e {
+                    if matches!(&v.message, Message::HubAnnouncement(a) if a.wallet == wallet) {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+        .await
+    });
+    assert_eq!(
+        heard,
+        Ok(true),
+        "the guest's announcement never passed; console:\n{}",
+        vm.console()
+    );
+    let console = vm.console();
+    let at = |s: &str| console.find(s).unwrap_or(usize::MAX);
+    assert!(
+        at("clock: set from") < at("bus: started as"),
+        "the bus started before the clock"
+    );
+    vm.stop();
+}
+
+/// The image and an overlay with `config` and busybox.
+fn image_with_busybox(config: &str) -> (Image, Overlay) {
+    let image = image();
+    let overlay = Overlay::default()
+        .file("/etc/sosna/config.toml", 0o644, config)
+        .busybox(image.arch)
+        .unwrap();
+    (image, overlay)
+}
+
 #[test]
 fn test_static_network_config() {
     let config = format!(

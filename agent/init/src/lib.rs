@@ -11,6 +11,7 @@
 //! Nothing here knows of containers, the bus or the market: the binary composes those.
 
 pub mod boot;
+pub mod clock;
 pub mod cmdline;
 pub mod health;
 pub mod kmod;

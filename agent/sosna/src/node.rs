@@ -62,6 +62,12 @@ pub async fn run(
     if mode == Mode::Init {
         bring_up_network(config).await;
     }
+    // PID 1 owns the clock; on a host, the host does.
+    let (stop_clock, clock_stop) = watch::channel(false);
+    let clock = match mode {
+        Mode::Init => sosna_init::clock::keep(&config.time, clock_stop),
+        Mode::Daemon => watch::channel(true).1,
+    };
     let grace = Duration::from_secs(config.power.stop_timeout_secs);
     let runtime = config
         .runtime
@@ -80,7 +86,8 @@ pub async fn run(
     let slave =
         sosna_slave::start_or_log(&config.slave, &config.state_dir, node_service.collect()).await;
     let slave_services = slave.as_ref().map(|s| s.services.clone());
-    let bus = crate::roles::start_if_enabled(config, runtime.clone(), health, slave_services);
+    let bus =
+        crate::roles::start_if_enabled(config, runtime.clone(), health, slave_services, clock);
     println!("{}", status::ready_line());
     if ota.is_some() {
         // Peers are required only when the config names some to join.
@@ -128,6 +135,7 @@ pub async fn run(
     if tokio::time::timeout(deadline, stopping).await.is_err() {
         tracing::error!("shutdown: parts still stopping after {deadline:?}; going down anyway");
     }
+    let _ = stop_clock.send(true);
     let _ = stop_reaper.send(true);
     let _ = reaper_task.await;
     let _ = stop_petting.send(true);

@@ -350,6 +350,7 @@ pub fn start_if_enabled(
     runtime: Option<Runtime>,
     health: watch::Receiver<SlotHealth>,
     slave: Option<SlaveServices>,
+    mut clock: watch::Receiver<bool>,
 ) -> Option<Running> {
     if !config.bus.enabled {
         return None;
@@ -358,6 +359,15 @@ pub fn start_if_enabled(
     let (stop, mut stop_rx) = watch::channel(false);
     let (bus_tx, bus) = watch::channel(None);
     let task = tokio::spawn(async move {
+        // Envelopes carry timestamps peers check to the second: not before the clock is.
+        if !*clock.borrow() {
+            tracing::info!("bus: waiting for a plausible clock");
+            tokio::select! {
+                _ = clock.wait_for(|plausible| *plausible) => {}
+                _ = stop_rx.changed() => return,
+            }
+            tracing::info!("bus: the clock is set; starting");
+        }
         let running = tokio::select! {
             r = start(&config, runtime, health, slave) => r,
             _ = stop_rx.changed() => return,

@@ -61,6 +61,8 @@ pub struct Config {
     pub log: LogConfig,
     pub network: NetworkConfig,
     pub power: PowerConfig,
+    /// SNTP servers PID 1 sets the clock from.
+    pub time: sosna_init::clock::TimeConfig,
     pub runtime: RuntimeSection,
     pub slave: SlaveConfig,
     /// The Ethereum endpoint and deployment.
@@ -83,6 +85,7 @@ impl Default for Config {
             log: LogConfig::default(),
             network: NetworkConfig::default(),
             power: PowerConfig::default(),
+            time: sosna_init::clock::TimeConfig::default(),
             runtime: RuntimeSection::default(),
             slave: SlaveConfig::default(),
             chain: sosna_chain::ChainConfig::default(),
@@ -203,6 +206,9 @@ impl Config {
         }
         if !self.state_dir.is_absolute() {
             return Err(invalid("state_dir", "must be an absolute path".into()));
+        }
+        if self.time.servers.iter().any(|s| s.trim().is_empty()) {
+            return Err(invalid("time.servers", "an empty server name".into()));
         }
         if let Err(e) = self.runtime.caps().check() {
             return Err(invalid("runtime", e.to_string()));
