@@ -7,6 +7,7 @@
 pub mod api;
 pub mod build;
 pub mod caps;
+pub mod idmap;
 pub mod network;
 pub mod probe;
 pub mod pull;
@@ -137,6 +138,8 @@ impl Runtime {
         let store = Store::open(cfg.root.join("store"))?;
         let cdir = cfg.root.join("containers");
         fs::create_dir_all(&cdir).map_err(io_err(&cdir))?;
+        // A task's root (an unprivileged host uid) must reach its bundle's root.
+        idmap::make_traversable(&cdir).map_err(io_err(&cdir))?;
         fs::create_dir_all(&cfg.run_dir).map_err(io_err(&cfg.run_dir))?;
         for entry in fs::read_dir(&cdir).map_err(io_err(&cdir))?.flatten() {
             for m in ["rootfs", "scratch"] {

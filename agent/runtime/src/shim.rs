@@ -204,6 +204,11 @@ fn mount_rootfs(
     for d in ["upper", "work"] {
         fs::create_dir_all(scratch.join(d))?;
     }
+    // The overlay's root takes its owner from the upper dir: the task's root, so that a
+    // writable root is writable to it.
+    let upper = scratch.join("upper");
+    std::os::unix::fs::chown(&upper, Some(super::idmap::BASE), Some(super::idmap::BASE))?;
+    fs::set_permissions(&upper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     wait_for_overlayfs(Duration::from_secs(20))?;
     let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
     let opts = format!(

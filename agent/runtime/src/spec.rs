@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 
+use super::idmap;
 use super::seccomp;
 use super::task::{parse_user, BadUser, TaskSpec};
 
@@ -142,6 +143,12 @@ pub fn build(
     } else {
         parse_user(user)?
     };
+    if idmap::host_id(uid).is_none() || idmap::host_id(gid).is_none() {
+        return Err(SpecError::User(BadUser(format!(
+            "{user}: ids must be below {}",
+            idmap::RANGE
+        ))));
+    }
     let mut env = vec![DEFAULT_PATH.to_string()];
     for e in image.env.iter().chain(&task.env) {
         let key = e.split('=').next().unwrap_or_default();
@@ -200,9 +207,12 @@ pub fn build(
         "linux": {
             "cgroupsPath": cgroup_path,
             "namespaces": [
-                {"type": "pid"}, {"type": "mount"}, {"type": "ipc"},
+                {"type": "user"}, {"type": "pid"}, {"type": "mount"}, {"type": "ipc"},
                 {"type": "uts"}, {"type": "network"}, {"type": "cgroup"},
             ],
+            // One mapping each: libcontainer writes it directly (more need newuidmap).
+            "uidMappings": [{"containerID": 0, "hostID": idmap::BASE, "size": idmap::RANGE}],
+            "gidMappings": [{"containerID": 0, "hostID": idmap::BASE, "size": idmap::RANGE}],
             "resources": resources,
             "seccomp": seccomp::default_profile(),
             "maskedPaths": MASKED,
@@ -267,6 +277,7 @@ mod tests {
             .map(|n| n.typ())
             .collect();
         for want in [
+            Ns::User,
             Ns::Pid,
             Ns::Mount,
             Ns::Ipc,
@@ -277,6 +288,11 @@ mod tests {
             assert!(ns.contains(&want), "{want:?} missing");
         }
         assert!(linux.seccomp().is_some());
+        let uids = linux.uid_mappings().as_ref().unwrap();
+        assert_eq!(
+            (uids[0].container_id(), uids[0].host_id()),
+            (0, idmap::BASE)
+        );
         assert!(linux
             .masked_paths()
             .as_ref()

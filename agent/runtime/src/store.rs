@@ -113,14 +113,19 @@ pub struct Store {
 }
 
 const REFS: &str = "refs.json";
+/// Unpacked layers, owners shifted into the tasks' id range ([`crate::idmap`]).
+const LAYERS: &str = "layers-shifted";
 
 impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let root = root.into();
-        for sub in ["blobs/sha256", "incoming", "layers"] {
+        for sub in ["blobs/sha256", "incoming", LAYERS] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
+        // Layers unpacked before tasks ran in a user namespace have host owners; they are
+        // unpacked again, shifted, from their blobs.
+        let _ = fs::remove_dir_all(root.join("layers"));
         Ok(Store { root })
     }
 
@@ -137,7 +142,7 @@ impl Store {
     }
 
     pub fn layer_dir(&self, d: &Digest) -> PathBuf {
-        self.root.join("layers").join(d.hex())
+        self.root.join(LAYERS).join(d.hex())
     }
 
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
@@ -246,7 +251,7 @@ impl Store {
             keep.extend(rec.layers);
         }
         let mut report = GcReport::default();
-        for (dir, is_layer) in [("blobs/sha256", false), ("layers", true)] {
+        for (dir, is_layer) in [("blobs/sha256", false), (LAYERS, true)] {
             let dir = self.root.join(dir);
             for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
                 let entry = entry.map_err(io_err(&dir))?;

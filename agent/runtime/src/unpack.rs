@@ -16,7 +16,16 @@ pub enum UnpackError {
     Io { path: PathBuf, source: io::Error },
     #[error("layer entry {entry:?}: {reason}")]
     Entry { entry: String, reason: String },
+    #[error("layer unpacks to more than {MAX_LAYER_BYTES} bytes or {MAX_LAYER_ENTRIES} entries")]
+    TooLarge,
+    #[error(transparent)]
+    Shift(#[from] crate::idmap::ShiftError),
 }
+
+/// Most bytes one layer may unpack to: a small compressed blob can claim terabytes.
+pub const MAX_LAYER_BYTES: u64 = 16 << 30;
+/// Most entries one layer may hold.
+pub const MAX_LAYER_ENTRIES: u64 = 1 << 20;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
     move |source| UnpackError::Io {
@@ -38,10 +47,16 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<u64, UnpackError> {
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     let result = File::open(blob).map_err(io_err(blob)).and_then(|f| {
-        unpack_into(
+        let n = unpack_into(
             decompress(BufReader::with_capacity(1 << 17, f), blob)?,
             &tmp,
-        )
+        )?;
+        // As root, owners move into the tasks' id range (elsewhere, unit tests, the
+        // unpacking user owns everything anyway).
+        if nix::unistd::geteuid().is_root() {
+            crate::idmap::shift_tree(&tmp)?;
+        }
+        Ok(n)
     });
     match result {
         Ok(n) => {
@@ -80,9 +95,14 @@ fn unpack_into(r: Box<dyn Read>, dest: &Path) -> Result<u64, UnpackError> {
     // unpacking user owns everything (unit tests).
     archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
     let mut total = 0u64;
+    let mut count = 0u64;
     let entries = archive.entries().map_err(io_err(dest))?;
     for entry in entries {
         let mut entry = entry.map_err(io_err(dest))?;
+        count += 1;
+        if count > MAX_LAYER_ENTRIES || total.saturating_add(entry.size()) > MAX_LAYER_BYTES {
+            return Err(UnpackError::TooLarge);
+        }
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let bad = |reason: &str| UnpackError::Entry {

@@ -260,6 +260,43 @@ fn a_task_without_limits_gets_the_nodes_caps_and_more_is_refused() {
     assert_eq!(created.as_array().map(Vec::len), Some(1), "{created}");
 }
 
+/// A task's root is an unprivileged host user: the task sees itself mapped from host uid
+/// 100000, and on the host its processes belong to that uid.
+#[test]
+fn a_tasks_root_is_an_unprivileged_host_user() {
+    sosna_testkit::require::root();
+    let f = Fixture::new("");
+    let (o, out, err) = f.run(f.task(&["cat", "/proc/self/uid_map", "/proc/self/gid_map"]));
+    assert_eq!(o.exit_code, Some(0), "{o:?} {err}");
+    let maps: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        maps,
+        [["0", "100000", "65536"], ["0", "100000", "65536"]],
+        "{out}"
+    );
+    let id = f.start(f.task(&["sleep", "30"]));
+    f.until("the task to run", || {
+        f.ps().iter().any(|c| c.id == id && c.pid.is_some())
+    });
+    let pid = f
+        .ps()
+        .into_iter()
+        .find(|c| c.id == id)
+        .unwrap()
+        .pid
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uids.split_whitespace().skip(1).all(|u| u == "100000"),
+        "host view of the task's root: {uids}"
+    );
+    f.call(Request::Kill { id, signal: 9 }).unwrap();
+}
+
 #[test]
 fn pids_limit_stops_fork_bombs_and_timeout_kills() {
     sosna_testkit::require::root();

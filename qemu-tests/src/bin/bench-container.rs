@@ -210,4 +210,52 @@ async fn bench(dir: &Path, shim: PathBuf) {
         a / c,
         a / r
     );
+    bench_shift(dir);
+}
+
+/// What moving a layer's owners into the tasks' id range costs, against unpacking it:
+/// a layer of many small files (the worst case for a per-file chown).
+fn bench_shift(dir: &Path) {
+    use sosna_runtime::{idmap, unpack};
+    const FILES: usize = 5000;
+    let mut layer = LayerBuilder::default();
+    for i in 0..FILES {
+        layer = layer.file(&format!("d{}/f{i}", i % 50), vec![b'x'; 512], 0o644);
+    }
+    let (blob, _) = layer.finish();
+    let blob_path = dir.join("many.tar");
+    std::fs::write(&blob_path, blob).unwrap();
+    let (mut unpack_ms, mut shift_ms) = (Vec::new(), Vec::new());
+    for i in 0..7 {
+        let dest = dir.join(format!("many-{i}"));
+        let t = Instant::now();
+        unpack::unpack_layer(&blob_path, &dest).unwrap(); // unpacks, then shifts
+        let both = t.elapsed().as_secs_f64() * 1e3;
+        // Back to the layer's own owners, then the shift alone.
+        unshift(&dest);
+        let t = Instant::now();
+        idmap::shift_tree(&dest).unwrap();
+        let shift = t.elapsed().as_secs_f64() * 1e3;
+        unpack_ms.push(both - shift);
+        shift_ms.push(shift);
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+    let (u, sh) = (median(unpack_ms), median(shift_ms));
+    println!(
+        "BENCH layer_shift files={FILES} unpack_ms={u:.1} shift_ms={sh:.1} ratio_unpack={:.2}",
+        sh / u
+    );
+}
+
+fn unshift(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let base = sosna_runtime::idmap::BASE;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        std::os::unix::fs::lchown(&p, Some(m.uid() - base), Some(m.gid() - base)).unwrap();
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
 }
