@@ -16,29 +16,10 @@ const FLOOR_FALLBACK: u64 = 1_796_083_200;
 /// Unix seconds no correct clock is below: the build's `SOURCE_DATE_EPOCH`, if set and
 /// later, else [`FLOOR_FALLBACK`].
 pub fn floor() -> SystemTime {
-    const fn parse(s: &str) -> u64 {
-        let b = s.as_bytes();
-        let mut i = 0;
-        let mut n: u64 = 0;
-        while i < b.len() {
-            if !b[i].is_ascii_digit() {
-                return 0;
-            }
-            n = n * 10 + (b[i] - b'0') as u64;
-            i += 1;
-        }
-        n
-    }
-    const BUILT: u64 = match option_env!("SOURCE_DATE_EPOCH") {
-        Some(s) => parse(s),
-        None => 0,
-    };
-    let secs = if BUILT > FLOOR_FALLBACK {
-        BUILT
-    } else {
-        FLOOR_FALLBACK
-    };
-    UNIX_EPOCH + Duration::from_secs(secs)
+    let built = option_env!("SOURCE_DATE_EPOCH")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    UNIX_EPOCH + Duration::from_secs(built.max(FLOOR_FALLBACK))
 }
 
 /// Whether `t` can be the time now.

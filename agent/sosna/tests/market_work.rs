@@ -159,7 +159,7 @@ async fn test_hub_dispatches_replicas_and_outvotes_a_forger() {
     .unwrap();
 
     // The hub's desk pins images at intake; here the test plays the desk.
-    let client = sosna_runtime::pull::client(&[f.registry_host.clone()]).unwrap();
+    let client = sosna_runtime::pull::client(std::slice::from_ref(&f.registry_host)).unwrap();
     let pinned = sosna_runtime::pull::pin(&client, &f.reference)
         .await
         .unwrap();

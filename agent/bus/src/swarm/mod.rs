@@ -122,7 +122,7 @@ pub enum BusError {
     Dial { addr: Multiaddr, reason: String },
     #[error("stream {protocol} to {peer}: {reason}")]
     Stream {
-        peer: PeerId,
+        peer: String,
         protocol: String,
         reason: String,
     },
@@ -288,7 +288,7 @@ impl Bus {
             .clone()
             .accept(protocol.clone())
             .map_err(|e| BusError::Stream {
-                peer: self.peer_id,
+                peer: self.peer_id.to_string(),
                 protocol: protocol.to_string(),
                 reason: e.to_string(),
             })
@@ -307,7 +307,7 @@ impl Bus {
             .open_stream(peer, protocol.clone())
             .await
             .map_err(|e| BusError::Stream {
-                peer,
+                peer: peer.to_string(),
                 protocol: protocol.to_string(),
                 reason: e.to_string(),
             })

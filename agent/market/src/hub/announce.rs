@@ -9,6 +9,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::hub::desk::Desk;
 use crate::hub::dispatch::{Dispatcher, MAX_MINERS};
+
+/// Most submissions and joins checked against the chain at once.
+const MAX_IN_FLIGHT: usize = 64;
 use sosna_bus::{Bus, BusEvent};
 use sosna_proto::bus::envelope::now_ms;
 use sosna_proto::bus::messages::{
@@ -58,16 +61,34 @@ pub async fn run_with_desk(
 ) {
     let mut ticker = tokio::time::interval(settings.interval);
     let mut miners: BTreeSet<Address> = BTreeSet::new();
+    // Submissions and joins read the chain off the loop; strangers can send many at once.
+    let inflight = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = ticker.tick() => announce(&bus, &settings).await,
             event = events.recv() => match event {
                 Some(BusEvent::Request(r)) => {
+                    let off_loop = matches!(
+                        (&r.request, &desk, &dispatcher),
+                        (Request::Submit(_), Some(_), _) | (Request::Join { .. }, _, Some(_))
+                    );
+                    let permit = match off_loop.then(|| inflight.clone().try_acquire_owned()) {
+                        Some(Err(_)) => {
+                            let busy = Response::Refused("busy: try again shortly".into());
+                            if let Err(e) = bus.respond(r.channel, busy).await {
+                                tracing::debug!("bus: responding: {e}");
+                            }
+                            continue;
+                        }
+                        Some(Ok(p)) => Some(p),
+                        None => None,
+                    };
                     if let (Request::Submit(job), Some(desk)) = (&r.request, &desk) {
                         // Checking the deal reads the chain: answer from a task of its own.
                         let (desk, bus, job, from) = (desk.clone(), bus.clone(), job.clone(), r.from);
                         tokio::spawn(async move {
+                            let _permit = permit;
                             let response = desk.submit(from, job).await;
                             if let Err(e) = bus.respond(r.channel, response).await {
                                 tracing::debug!("bus: responding: {e}");
@@ -79,6 +100,7 @@ pub async fn run_with_desk(
                         // Admission reads the miner's stake from the chain: off the loop.
                         let (d, bus, miner, agreement) = (d.clone(), bus.clone(), *miner, settings.agreement);
                         tokio::spawn(async move {
+                            let _permit = permit;
                             let response = if miner != r.from {
                                 Response::Refused("join must be signed by the joining miner".into())
                             } else {

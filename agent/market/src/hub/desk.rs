@@ -27,6 +27,9 @@ use sosna_proto::bus::messages::{
 };
 use sosna_proto::task::TaskSpec;
 
+/// Most jobs a hub works on at once; each holds a task per replica on its miners.
+const MAX_RUNNING_JOBS: usize = 256;
+
 /// Time kept back from a deal's deadline for committing the result.
 const SETTLE_MARGIN: Duration = Duration::from_secs(30);
 /// Longest detail text kept (the bus caps text fields at 256 bytes).
@@ -162,6 +165,19 @@ impl Desk {
             }
         }
         let deal = job.deal;
+        let running = self
+            .inner
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .filter(|j| matches!(j.status.phase, JobPhase::Running | JobPhase::Settling))
+            .count();
+        if running >= MAX_RUNNING_JOBS {
+            return Response::Refused(format!(
+                "this hub runs {MAX_RUNNING_JOBS} jobs already; the deal stays open for another"
+            ));
+        }
         let status = JobStatus {
             deal,
             phase: JobPhase::Running,
