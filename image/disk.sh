@@ -22,6 +22,26 @@ set -euo pipefail
 
 out=$1 kroot=$2 release=$3 agent=$4
 epoch=${SOURCE_DATE_EPOCH:?}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+
+# The keys first: nothing is built for a release that could not be signed properly.
+ca_dir=$root/target/ota-ca
+if [ -z "${SOSNA_OTA_KEYRING:-}" ]; then
+  # A throwaway CA's key sits in target/: whoever has this tree can sign for such an
+  # image. Only test images may use it, and only when asked to.
+  if [ "${SOSNA_OTA_TEST_KEYS:-0}" != 1 ]; then
+    echo "disk: no update keys: set SOSNA_OTA_KEYRING, SOSNA_OTA_CERT and SOSNA_OTA_KEY" \
+      "(see README, \"Over-the-air updates\"), or SOSNA_OTA_TEST_KEYS=1 for a test image" >&2
+    exit 1
+  fi
+  "$here/test-ca.sh" "$ca_dir" "sosna test"
+  echo "disk: signing with the throwaway TEST CA (SOSNA_OTA_TEST_KEYS=1): not for devices" >&2
+fi
+keyring=${SOSNA_OTA_KEYRING:-$ca_dir/ca.cert.pem}
+cert=${SOSNA_OTA_CERT:-$ca_dir/signing.cert.pem}
+key=${SOSNA_OTA_KEY:-$ca_dir/signing.key.pem}
+
 stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 sdboot=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 for tool in mkfs.erofs veritysetup objcopy sfdisk mkfs.vfat mcopy mmd mkfs.ext4 zstd xz; do
@@ -42,24 +62,7 @@ uuid_of() {
 disk_guid=$(uuid_of disk) esp_uuid=$(uuid_of esp) state_uuid=$(uuid_of state)
 root_a_uuid=$(uuid_of root-a) root_b_uuid=$(uuid_of root-b)
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(dirname "$here")
 version=${SOSNA_IMAGE_VERSION:-$(awk -F'"' '/^version/ {print $2; exit}' "$root/Cargo.toml")}
-ca_dir=$root/target/ota-ca
-if [ -z "${SOSNA_OTA_KEYRING:-}" ]; then
-  # A throwaway CA's key sits in target/: whoever has this tree can sign for such an
-  # image. Only test images may use it, and only when asked to.
-  if [ "${SOSNA_OTA_TEST_KEYS:-0}" != 1 ]; then
-    echo "disk: no update keys: set SOSNA_OTA_KEYRING, SOSNA_OTA_CERT and SOSNA_OTA_KEY" \
-      "(see README, \"Over-the-air updates\"), or SOSNA_OTA_TEST_KEYS=1 for a test image" >&2
-    exit 1
-  fi
-  "$here/test-ca.sh" "$ca_dir" "sosna test"
-  echo "disk: signing with the throwaway TEST CA (SOSNA_OTA_TEST_KEYS=1): not for devices" >&2
-fi
-keyring=${SOSNA_OTA_KEYRING:-$ca_dir/ca.cert.pem}
-cert=${SOSNA_OTA_CERT:-$ca_dir/signing.cert.pem}
-key=${SOSNA_OTA_KEY:-$ca_dir/signing.key.pem}
 
 work=$out/disk.work
 rm -rf "$work" && mkdir -p "$work"

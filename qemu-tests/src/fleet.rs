@@ -185,7 +185,12 @@ impl Fleet {
         let reference = format!("{}/{TASK_IMAGE}", registry.host());
         rt.block_on(build::push(&client, &reference, &[oci]))
             .map_err(setup)?;
-        let task_image = format!("10.0.2.2:{}/{TASK_IMAGE}", registry.port());
+        // The hub (here, on the host) cannot reach the registry the way the miners do: the
+        // buyer names the image by digest, which the hub takes as pinned.
+        let pinned = rt.block_on(pull::pin(&client, &reference)).map_err(setup)?;
+        let digest = pinned.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        let repository = TASK_IMAGE.split(':').next().unwrap_or(TASK_IMAGE);
+        let task_image = format!("10.0.2.2:{}/{repository}@{digest}", registry.port());
         say(&format!(
             "registry: {reference} pushed (miners pull it as {task_image})"
         ));
