@@ -102,6 +102,37 @@ fn follow(
     ));
 }
 
+/// An operator and one node following it, running `running`, with `health` as its
+/// slot's verdict.
+struct One {
+    operator: LocalNode,
+    tally: Arc<Mutex<Tally>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    node: LocalNode,
+    recorder: Arc<Recorder>,
+}
+
+async fn one_node(running: &'static str, health: tokio::sync::watch::Receiver<SlotHealth>) -> One {
+    let (operator, op_events) = spawn_node(Identity::ephemeral()).unwrap();
+    let tally = collect(op_events);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (node, events) = spawn_node(Identity::ephemeral()).unwrap();
+    node.bus.dial(operator.addr.clone()).await.unwrap();
+    let recorder = Arc::new(Recorder {
+        running,
+        fail: false,
+        installs: Mutex::default(),
+    });
+    follow(&node, events, &operator, recorder.clone(), health, stop_rx);
+    One {
+        operator,
+        tally,
+        stop,
+        node,
+        recorder,
+    }
+}
+
 fn report_of(tally: &Arc<Mutex<Tally>>, node: Address) -> Option<UpdateReport> {
     tally.lock().unwrap().nodes.get(&node).cloned()
 }
@@ -333,18 +364,14 @@ async fn test_the_new_release_is_good_only_once_its_health_check_passes() {
 /// back); once the check passes it takes its wave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_node_on_trial_waits_for_its_health_check_before_installing() {
-    let (operator, op_events) = spawn_node(Identity::ephemeral()).unwrap();
-    let tally = collect(op_events);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let (node, events) = spawn_node(Identity::ephemeral()).unwrap();
-    node.bus.dial(operator.addr.clone()).await.unwrap();
-    let recorder = Arc::new(Recorder {
-        running: "1",
-        fail: false,
-        installs: Mutex::default(),
-    });
     let (verdict, health) = tokio::sync::watch::channel(SlotHealth::Checking);
-    follow(&node, events, &operator, recorder.clone(), health, stop_rx);
+    let One {
+        operator,
+        tally,
+        stop,
+        node,
+        recorder,
+    } = one_node("1", health).await;
     let now = notice(
         "http://fleet.example/c.raucb",
         vec![Wave {
@@ -383,18 +410,14 @@ async fn test_a_node_on_trial_waits_for_its_health_check_before_installing() {
 /// refused unless the operator allowed the downgrade in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_downgrade_notice_is_refused_unless_allowed() {
-    let (operator, op_events) = spawn_node(Identity::ephemeral()).unwrap();
-    let tally = collect(op_events);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let (node, events) = spawn_node(Identity::ephemeral()).unwrap();
-    node.bus.dial(operator.addr.clone()).await.unwrap();
-    let recorder = Arc::new(Recorder {
-        running: "3",
-        fail: false,
-        installs: Mutex::default(),
-    });
     let (_verdict, health) = tokio::sync::watch::channel(SlotHealth::Good);
-    follow(&node, events, &operator, recorder.clone(), health, stop_rx);
+    let One {
+        operator,
+        tally,
+        stop,
+        node,
+        recorder,
+    } = one_node("3", health).await;
     let everyone = vec![Wave {
         percent: 100,
         start_ms: 0,

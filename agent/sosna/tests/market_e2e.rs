@@ -21,7 +21,7 @@ use sosna_chain::connect;
 use sosna_chain::sender::Sender;
 use sosna_contracts::devnet::{Devnet, SNM};
 use sosna_contracts::{IVerification, ISNM};
-use sosna_market::buyer::{BuyError, Buyer, HubAddr, Order};
+use sosna_market::buyer::{BuyError, Buyer, HubAddr, Opened, Order};
 use sosna_market::hub::announce::{self as hub, HubSettings};
 use sosna_market::hub::desk::{Desk, DeskSettings};
 use sosna_market::hub::dispatch::Dispatcher;
@@ -33,7 +33,7 @@ use sosna_market::miner::join::{self as miner, MinerSettings};
 use sosna_market::miner::worker::Worker;
 use sosna_proto::attest;
 use sosna_proto::bus::messages::{
-    Agreement, JobPhase, PriceSchedule, Request, Response, MICRO_SNM_WEI,
+    Agreement, JobPhase, JobStatus, PriceSchedule, Request, Response, MICRO_SNM_WEI,
 };
 use sosna_proto::task::TaskSpec;
 use sosna_testkit::chain::{sender, view};
@@ -355,6 +355,17 @@ async fn test_a_buyer_pays_for_a_verified_result_and_the_cheater_is_slashed() {
 }
 
 impl Market {
+    /// Opens a deal for `order`, submits it, and follows it to its end.
+    async fn deal(&self, order: &Order) -> (Opened, Result<JobStatus, BuyError>) {
+        let (buyer, hub) = (self.buyer(), self.hub_addr());
+        let opened = buyer.open(self.wallet, order).await.unwrap();
+        buyer.submit(&hub, &opened.deal, order).await.unwrap();
+        let status = buyer
+            .follow(&hub, &opened.deal, Duration::from_millis(200), |_| {})
+            .await;
+        (opened, status)
+    }
+
     async fn miner_node_request(&self, node: &LocalNode, request: Request) -> (Address, Response) {
         node.bus
             .request(
@@ -463,7 +474,6 @@ async fn test_refunds_a_task_nobody_can_run_and_a_silent_hub() {
     let (f, m) = fixture_after(SHIM, |registry| Market::start(1, registry)).await;
     let _a = m.miner(&f, 0, false).await;
     let buyer = m.buyer();
-    let hub = m.hub_addr();
     let me = m.buyer_sender.address();
     let before = balance(&m.chain, me).await;
 
@@ -471,12 +481,8 @@ async fn test_refunds_a_task_nobody_can_run_and_a_silent_hub() {
     // hub releases the deal, which refunds the buyer at once.
     let mut bad = order(&f, "true", 1, 600);
     bad.spec.image = format!("{}/no-such-image:1", f.registry_host);
-    let opened = buyer.open(m.wallet, &bad).await.unwrap();
-    buyer.submit(&hub, &opened.deal, &bad).await.unwrap();
-    let err = buyer
-        .follow(&hub, &opened.deal, Duration::from_millis(200), |_| {})
-        .await
-        .unwrap_err();
+    let (_, err) = m.deal(&bad).await;
+    let err = err.unwrap_err();
     assert!(
         matches!(&err, BuyError::Failed(why) if why.contains("buyer refunded")),
         "{err}"
@@ -537,15 +543,9 @@ async fn test_unstaked_keys_get_no_work_and_no_pay() {
         forgers.push(node);
     }
     let honest = [m.miner(&f, 0, false).await, m.miner(&f, 1, false).await];
-    let buyer = m.buyer();
-    let hub = m.hub_addr();
     let order = order(&f, "echo honest", 2, 600);
-    let opened = buyer.open(m.wallet, &order).await.unwrap();
-    buyer.submit(&hub, &opened.deal, &order).await.unwrap();
-    let status = buyer
-        .follow(&hub, &opened.deal, Duration::from_millis(200), |_| {})
-        .await
-        .unwrap();
+    let (_, status) = m.deal(&order).await;
+    let status = status.unwrap();
     assert_eq!(status.result.as_ref().unwrap().stdout, b"honest\n");
     let mut want: Vec<Address> = honest.iter().map(|(n, _)| n.identity.address()).collect();
     want.sort();
@@ -562,15 +562,10 @@ async fn test_a_30_kib_result_arrives_and_a_larger_one_is_an_error_the_buyer_see
     let (f, m) = fixture_after(SHIM, |registry| Market::start(1, registry)).await;
     let _a = m.miner(&f, 0, false).await;
     let buyer = m.buyer();
-    let hub = m.hub_addr();
     // printf pads to the width: exactly that many bytes of stdout.
     let order = order(&f, "printf '%30720s' x", 1, 600);
-    let opened = buyer.open(m.wallet, &order).await.unwrap();
-    buyer.submit(&hub, &opened.deal, &order).await.unwrap();
-    let status = buyer
-        .follow(&hub, &opened.deal, Duration::from_millis(200), |_| {})
-        .await
-        .unwrap();
+    let (opened, status) = m.deal(&order).await;
+    let status = status.unwrap();
     let result = status.result.as_ref().unwrap();
     assert_eq!(result.stdout.len(), 30 * 1024);
     buyer
@@ -581,12 +576,8 @@ async fn test_a_30_kib_result_arrives_and_a_larger_one_is_an_error_the_buyer_see
     let me = m.buyer_sender.address();
     let before = balance(&m.chain, me).await;
     let order = self::order(&f, "printf '%40000s' x", 1, 600);
-    let opened = buyer.open(m.wallet, &order).await.unwrap();
-    buyer.submit(&hub, &opened.deal, &order).await.unwrap();
-    let err = buyer
-        .follow(&hub, &opened.deal, Duration::from_millis(200), |_| {})
-        .await
-        .unwrap_err();
+    let (_, err) = m.deal(&order).await;
+    let err = err.unwrap_err();
     assert!(
         matches!(&err, BuyError::Failed(why) if why.contains("40000 bytes of stdout exceed the 32768-byte limit")),
         "{err}"
