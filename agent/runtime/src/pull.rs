@@ -190,7 +190,7 @@ pub async fn pull(
         .collect::<Result<Vec<_>, _>>()
         .map_err(store_err)?;
     let config = Digest::parse(&manifest.config.digest).map_err(store_err)?;
-    let size = manifest.layers.iter().map(|l| l.size.max(0) as u64).sum();
+    let size = declared_bytes(&manifest.layers);
     progress(PullEvent::Resolved {
         manifest: digest.to_string(),
         layers: layers.len(),
@@ -223,6 +223,15 @@ pub async fn pull(
     };
     store.set_ref(&rec).map_err(store_err)?;
     Ok(rec)
+}
+
+/// The layers' total size as the manifest declares it: a registry's numbers, so negative
+/// ones count as 0 and the sum saturates instead of overflowing.
+fn declared_bytes(layers: &[OciDescriptor]) -> u64 {
+    layers
+        .iter()
+        .map(|l| u64::try_from(l.size).unwrap_or(0))
+        .fold(0, u64::saturating_add)
 }
 
 #[derive(serde::Deserialize)]
@@ -411,6 +420,19 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three layers claiming `i64::MAX` bytes each (a registry's numbers) saturate the
+    /// total instead of overflowing it; negative sizes count as nothing.
+    #[test]
+    fn declared_sizes_saturate() {
+        let layer = |size| OciDescriptor {
+            size,
+            ..Default::default()
+        };
+        let huge = vec![layer(i64::MAX), layer(i64::MAX), layer(i64::MAX)];
+        assert_eq!(declared_bytes(&huge), u64::MAX);
+        assert_eq!(declared_bytes(&[layer(-5), layer(7)]), 7);
+    }
 
     #[test]
     fn index_picks_linux_arch_or_lists_what_exists() {

@@ -72,8 +72,12 @@ pub fn read_table(path: &Path) -> Result<Option<Vec<Partition>>, GptError> {
         if !(128..=4096).contains(&size) {
             return Ok(None);
         }
+        // The header is the disk's word: an entry LBA past any disk is no table.
+        let Some(offset) = entries_lba.checked_mul(sector) else {
+            return Ok(None);
+        };
         let mut table = vec![0u8; count * size];
-        f.seek(SeekFrom::Start(entries_lba * sector)).map_err(err)?;
+        f.seek(SeekFrom::Start(offset)).map_err(err)?;
         f.read_exact(&mut table).map_err(err)?;
         let parts = table
             .chunks(size)
@@ -233,6 +237,20 @@ mod tests {
         assert_eq!(t[1].uuid, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
         assert_eq!(t[1].label, "root-a");
         assert_eq!(t[1].last_lba - t[1].first_lba + 1, 4096);
+    }
+
+    /// A header whose entry LBA overflows a byte offset (found by reading, for the
+    /// fuzzer to confirm) is no table, not a panic.
+    #[test]
+    fn an_entry_lba_past_any_disk_is_no_table() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut disk = vec![0u8; 8192];
+        disk[512..520].copy_from_slice(b"EFI PART");
+        disk[512 + 72..512 + 80].copy_from_slice(&u64::MAX.to_le_bytes());
+        disk[512 + 80..512 + 84].copy_from_slice(&4u32.to_le_bytes());
+        disk[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        std::fs::write(f.path(), disk).unwrap();
+        assert_eq!(read_table(f.path()).unwrap(), None);
     }
 
     #[test]
