@@ -133,6 +133,26 @@ async fn one_node(running: &'static str, health: tokio::sync::watch::Receiver<Sl
     }
 }
 
+/// Publishes `notice` as `operator` until `node`'s report satisfies `done`.
+async fn publish_until(
+    what: &str,
+    operator: &LocalNode,
+    notice: &RolloutNotice,
+    tally: &Arc<Mutex<Tally>>,
+    node: Address,
+    done: impl Fn(&UpdateReport) -> bool,
+) {
+    wait_until(what, Duration::from_secs(30), || async {
+        let _ = operator
+            .bus
+            .publish(Message::RolloutNotice(notice.clone()))
+            .await;
+        report_of(tally, node).is_some_and(|r| done(&r))
+    })
+    .await
+    .unwrap();
+}
+
 fn report_of(tally: &Arc<Mutex<Tally>>, node: Address) -> Option<UpdateReport> {
     tally.lock().unwrap().nodes.get(&node).cloned()
 }
@@ -381,16 +401,10 @@ async fn test_a_node_on_trial_waits_for_its_health_check_before_installing() {
         false,
     );
     let me = node.identity.address();
-    wait_until("the node to wait", Duration::from_secs(30), || async {
-        let _ = operator
-            .bus
-            .publish(Message::RolloutNotice(now.clone()))
-            .await;
-        report_of(&tally, me)
-            .is_some_and(|r| r.state == UpdateState::Waiting && r.detail.contains("health check"))
+    publish_until("the node to wait", &operator, &now, &tally, me, |r| {
+        r.state == UpdateState::Waiting && r.detail.contains("health check")
     })
-    .await
-    .unwrap();
+    .await;
     assert!(recorder.installs.lock().unwrap().is_empty());
 
     verdict.send_replace(SlotHealth::Good);
@@ -424,17 +438,10 @@ async fn test_a_downgrade_notice_is_refused_unless_allowed() {
     }];
     let old = notice("http://fleet.example/old.raucb", everyone.clone(), false);
     let me = node.identity.address();
-    wait_until("the node to refuse", Duration::from_secs(30), || async {
-        let _ = operator
-            .bus
-            .publish(Message::RolloutNotice(old.clone()))
-            .await;
-        report_of(&tally, me).is_some_and(|r| {
-            r.state == UpdateState::Waiting && r.detail.contains("does not allow a downgrade")
-        })
+    publish_until("the node to refuse", &operator, &old, &tally, me, |r| {
+        r.state == UpdateState::Waiting && r.detail.contains("does not allow a downgrade")
     })
-    .await
-    .unwrap();
+    .await;
     assert!(recorder.installs.lock().unwrap().is_empty(), "it installed");
 
     let allowed = RolloutNotice {
@@ -442,15 +449,15 @@ async fn test_a_downgrade_notice_is_refused_unless_allowed() {
         issued_ms: now_ms(),
         ..notice("http://fleet.example/back.raucb", everyone, false)
     };
-    wait_until("the allowed downgrade", Duration::from_secs(30), || async {
-        let _ = operator
-            .bus
-            .publish(Message::RolloutNotice(allowed.clone()))
-            .await;
-        report_of(&tally, me).is_some_and(|r| r.state == UpdateState::Rebooting)
-    })
-    .await
-    .unwrap();
+    publish_until(
+        "the allowed downgrade",
+        &operator,
+        &allowed,
+        &tally,
+        me,
+        |r| r.state == UpdateState::Rebooting,
+    )
+    .await;
     assert_eq!(
         *recorder.installs.lock().unwrap(),
         vec!["http://fleet.example/back.raucb".to_string()]
