@@ -21,6 +21,9 @@ use super::{Backoff, ChainConfig, ChainError};
 /// How many polls without a receipt before the signed bytes are broadcast again (a node
 /// may have dropped them from its pool, or restarted).
 const REBROADCAST_POLLS: u32 = 10;
+/// Polls in a row that must find our nonce spent and our transaction unknown before it
+/// counts as superseded.
+const SUPERSEDED_POLLS: u32 = 3;
 
 pub struct Sender {
     provider: DynProvider,
@@ -297,6 +300,7 @@ impl Sender {
     }
 
     async fn drive(&self, tx: &PendingTx) -> Result<TransactionReceipt, ChainError> {
+        let mut spent_polls = 0;
         loop {
             match self
                 .retry("eth_sendRawTransaction", || {
@@ -333,20 +337,26 @@ impl Sender {
                         })
                         .await?;
                     if used > tx.nonce {
-                        // Our nonce is spent; look once more for our own receipt (it may
-                        // have been mined between the two reads) before giving up on it.
-                        let again = self
-                            .retry("eth_getTransactionReceipt", || {
-                                self.provider.get_transaction_receipt(tx.hash)
+                        // Our nonce is spent but our receipt is missing. A node may count
+                        // the nonce before it indexes the receipt (anvil under load did),
+                        // so only a node that no longer knows our transaction at all, on
+                        // several polls running, means another transaction took the nonce.
+                        let known = self
+                            .retry("eth_getTransactionByHash", || {
+                                self.provider.get_transaction_by_hash(tx.hash)
                             })
                             .await?;
-                        if again.is_none() {
-                            return Err(ChainError::Superseded {
-                                what: tx.label.clone(),
-                                nonce: tx.nonce,
-                            });
+                        if known.is_some() {
+                            spent_polls = 0;
+                        } else {
+                            spent_polls += 1;
+                            if spent_polls >= SUPERSEDED_POLLS {
+                                return Err(ChainError::Superseded {
+                                    what: tx.label.clone(),
+                                    nonce: tx.nonce,
+                                });
+                            }
                         }
-                        continue;
                     }
                 }
                 tokio::time::sleep(self.cfg.poll()).await;

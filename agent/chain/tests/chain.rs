@@ -202,3 +202,42 @@ async fn test_a_call_that_would_revert_costs_nothing() {
     assert!(sender.pending().await.is_empty());
     assert_eq!(nonce_of(&chain, key.address()).await, start_nonce);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_nonce_taken_by_another_transaction_is_superseded_not_waited_on_forever() {
+    let chain = Devnet::start(1).unwrap();
+    let key = chain.keys[1].clone();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Two journals for one key: the operator ran a second copy elsewhere.
+    let a = sender(&chain, &key, dir_a.path()).await;
+    let b = sender(&chain, &key, dir_b.path()).await;
+    let start_nonce = nonce_of(&chain, key.address()).await;
+    let approve = |value: u128| ISNM::approveCall {
+        spender: chain.deployment.market,
+        value: U256::from(value),
+    };
+    let signed = a
+        .prepare(
+            "approve from a",
+            chain.deployment.snm,
+            Bytes::from(approve(SNM).abi_encode()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(signed.nonce, start_nonce);
+    let landed = b
+        .send("approve from b", chain.deployment.snm, approve(2 * SNM))
+        .await
+        .unwrap();
+    assert!(landed.status());
+    let err = tokio::time::timeout(Duration::from_secs(60), a.submit(signed))
+        .await
+        .expect("a superseded transaction is given up on")
+        .unwrap_err();
+    assert!(
+        matches!(err, sosna_chain::ChainError::Superseded { nonce, .. } if nonce == start_nonce),
+        "{err}"
+    );
+    assert!(a.pending().await.is_empty(), "the journal forgets it");
+    assert_eq!(nonce_of(&chain, key.address()).await, start_nonce + 1);
+}
