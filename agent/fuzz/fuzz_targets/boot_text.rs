@@ -1,11 +1,3 @@
-//! Text the kernel hands PID 1: the command line and /proc/self/mountinfo.
 #![no_main]
-
-use libfuzzer_sys::fuzz_target;
-use sosna_init::{cmdline::BootArgs, mounts::mount_points};
-
-fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    let _ = BootArgs::parse(&text);
-    let _ = mount_points(&text);
-});
+// The body lives in sosna-fuzz-targets, where the replay test also runs it.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sosna_fuzz_targets::boot::boot_text(data));

@@ -1,11 +1,3 @@
-//! Provisioning files: any bytes give a Config or an error, never a panic.
 #![no_main]
-
-use libfuzzer_sys::fuzz_target;
-use sosna::config::Config;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = Config::parse(text, std::path::Path::new("fuzz.toml"));
-    }
-});
+// The body lives in sosna-fuzz-targets, where the replay test also runs it.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sosna_fuzz_targets::boot::config(data));

@@ -1,12 +1,3 @@
-//! Control-socket requests: any line parses to a request or an error, and a parsed task
-//! validates or names the bad field, never a panic.
 #![no_main]
-
-use libfuzzer_sys::fuzz_target;
-use sosna_runtime::api::Request;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(Request::Run { task }) = serde_json::from_slice::<Request>(data) {
-        let _ = task.validate();
-    }
-});
+// The body lives in sosna-fuzz-targets, where the replay test also runs it.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sosna_fuzz_targets::task::runtime_request(data));

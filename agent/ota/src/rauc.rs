@@ -169,13 +169,7 @@ impl Rauc {
             .get_slot_status()
             .await
             .map_err(call("GetSlotStatus"))?;
-        Ok(raw
-            .into_iter()
-            .map(|(name, fields)| Slot {
-                name,
-                fields: fields.into_iter().map(|(k, v)| (k, text(&v))).collect(),
-            })
-            .collect())
+        Ok(slots_from_status(raw))
     }
 
     /// The bootname RAUC says this boot came from.
@@ -186,6 +180,16 @@ impl Rauc {
     pub async fn primary(&self) -> Result<String, RaucError> {
         self.proxy.get_primary().await.map_err(call("GetPrimary"))
     }
+}
+
+/// `GetSlotStatus`'s reply (`a(sa{sv})`) as slots with text fields.
+pub fn slots_from_status(raw: Vec<(String, HashMap<String, OwnedValue>)>) -> Vec<Slot> {
+    raw.into_iter()
+        .map(|(name, fields)| Slot {
+            name,
+            fields: fields.into_iter().map(|(k, v)| (k, text(&v))).collect(),
+        })
+        .collect()
 }
 
 /// A status value as text: strings bare, numbers and booleans printed, anything else in

@@ -162,13 +162,8 @@ pub async fn pull(
             )));
         }
     }
-    let mut doc = parse_json(&bytes).map_err(&bad)?;
-    if doc.get("manifests").is_some() {
-        let chosen = pick_platform(&doc, arch).map_err(|available| PullError::NoPlatform {
-            reference: reference.into(),
-            arch: arch.into(),
-            available,
-        })?;
+    let mut doc = read_manifest(&bytes, arch);
+    if let Ok(ManifestDoc::Index(chosen)) = doc {
         let by_digest = image.clone_with_digest(chosen.to_string());
         (bytes, _) = client
             .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, MANIFEST_TYPES)
@@ -180,17 +175,28 @@ pub async fn pull(
                 "index names {chosen} but the registry sent content hashing to {digest}"
             )));
         }
-        doc = parse_json(&bytes).map_err(&bad)?;
+        doc = read_manifest(&bytes, arch);
     }
-    let manifest: Manifest = serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
-    let layers = manifest
-        .layers
-        .iter()
-        .map(|l| Digest::parse(&l.digest))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(store_err)?;
-    let config = Digest::parse(&manifest.config.digest).map_err(store_err)?;
-    let size = declared_bytes(&manifest.layers);
+    let manifest = match doc {
+        Ok(ManifestDoc::Image(m)) => m,
+        // An index that points at another index is not followed.
+        Ok(ManifestDoc::Index(_)) => return Err(bad("an index inside an index".into())),
+        Err(ManifestError::Bad(reason)) => return Err(bad(reason)),
+        Err(ManifestError::NoPlatform(available)) => {
+            return Err(PullError::NoPlatform {
+                reference: reference.into(),
+                arch: arch.into(),
+                available,
+            })
+        }
+        Err(ManifestError::Digest(source)) => return Err(store_err(source)),
+    };
+    let ImageManifest {
+        config: (config_desc, config),
+        layers: described,
+        size,
+    } = manifest;
+    let (descs, layers): (Vec<OciDescriptor>, Vec<Digest>) = described.into_iter().unzip();
     progress(PullEvent::Resolved {
         manifest: digest.to_string(),
         layers: layers.len(),
@@ -198,10 +204,10 @@ pub async fn pull(
     });
 
     store.put_blob(&digest, &bytes).map_err(store_err)?;
-    fetch_blob(client, store, &image, &manifest.config, &config)
+    fetch_blob(client, store, &image, &config_desc, &config)
         .await
         .map_err(|e| e.into_pull(reference))?;
-    for (desc, d) in manifest.layers.iter().zip(&layers) {
+    for (desc, d) in descs.iter().zip(&layers) {
         let cached = store.has_blob(d);
         if !cached {
             fetch_blob(client, store, &image, desc, d)
@@ -239,6 +245,60 @@ struct Manifest {
     config: OciDescriptor,
     #[serde(default)]
     layers: Vec<OciDescriptor>,
+}
+
+/// What a manifest document from a registry says, once checked.
+#[derive(Debug)]
+pub enum ManifestDoc {
+    /// An index (or Docker manifest list): the digest of this platform's manifest.
+    Index(Digest),
+    Image(ImageManifest),
+}
+
+/// An image manifest: its config and layers with their digests checked, and the layers'
+/// declared total size.
+#[derive(Debug)]
+pub struct ImageManifest {
+    pub config: (OciDescriptor, Digest),
+    pub layers: Vec<(OciDescriptor, Digest)>,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{0}")]
+    Bad(String),
+    /// An index without this platform; the text lists what it has.
+    #[error("no image for this platform (it has: {0})")]
+    NoPlatform(String),
+    #[error(transparent)]
+    Digest(StoreError),
+}
+
+/// Reads a manifest or index a registry sent, for a linux/`arch` machine. Pure, so the
+/// fuzzer can feed it what a hostile registry might.
+pub fn read_manifest(bytes: &[u8], arch: &str) -> Result<ManifestDoc, ManifestError> {
+    let doc = parse_json(bytes).map_err(ManifestError::Bad)?;
+    if doc.get("manifests").is_some() {
+        return pick_platform(&doc, arch)
+            .map(ManifestDoc::Index)
+            .map_err(ManifestError::NoPlatform);
+    }
+    let manifest: Manifest =
+        serde_json::from_value(doc).map_err(|e| ManifestError::Bad(e.to_string()))?;
+    let digest = |d: &OciDescriptor| Digest::parse(&d.digest).map_err(ManifestError::Digest);
+    let size = declared_bytes(&manifest.layers);
+    let config = digest(&manifest.config)?;
+    let layers = manifest
+        .layers
+        .into_iter()
+        .map(|l| digest(&l).map(|d| (l, d)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ManifestDoc::Image(ImageManifest {
+        config: (manifest.config, config),
+        layers,
+        size,
+    }))
 }
 
 fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, String> {

@@ -119,11 +119,7 @@ async fn hello(
     trust: &Trust,
     services: &BTreeMap<&'static str, Arc<dyn Service>>,
 ) -> Result<(libp2p::Stream, Arc<dyn Service>), SlaveBusError> {
-    let mut len = [0u8; 1];
-    stream.read_exact(&mut len).await?;
-    let mut name = vec![0u8; usize::from(len[0])];
-    stream.read_exact(&mut name).await?;
-    let name = String::from_utf8_lossy(&name).into_owned();
+    let name = read_service_name(&mut stream).await?;
     // Blocking file read of the hub book: small, and once per stream.
     let trusted = trust.allows(peer);
     let answer = match services.get(name.as_str()) {
@@ -144,6 +140,17 @@ async fn hello(
             Err(SlaveBusError::NoSuchService(name))
         }
     }
+}
+
+/// The hello's service name: a length byte, then that many bytes of name.
+pub async fn read_service_name<R: futures::AsyncRead + Unpin>(
+    io: &mut R,
+) -> std::io::Result<String> {
+    let mut len = [0u8; 1];
+    io.read_exact(&mut len).await?;
+    let mut name = vec![0u8; usize::from(len[0])];
+    io.read_exact(&mut name).await?;
+    Ok(String::from_utf8_lossy(&name).into_owned())
 }
 
 /// A connection to `service` on the node at `addr` (ending in `/p2p/<peer id>`).

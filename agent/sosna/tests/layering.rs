@@ -69,6 +69,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("sosna-image", &["sosna-init"]),
+    // The fuzz targets call into every crate that decodes what a stranger sends.
+    (
+        "sosna-fuzz-targets",
+        &[
+            "sosna",
+            "sosna-init",
+            "sosna-proto",
+            "sosna-runtime",
+            "sosna-slave",
+            "sosna-bus",
+            "sosna-market",
+            "sosna-ota",
+        ],
+    ),
 ];
 
 fn root() -> PathBuf {

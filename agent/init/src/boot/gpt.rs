@@ -59,10 +59,15 @@ pub fn read_table(path: &Path) -> Result<Option<Vec<Partition>>, GptError> {
         source,
     };
     let mut f = std::fs::File::open(path).map_err(err)?;
+    read_table_from(&mut f).map_err(err)
+}
+
+/// [`read_table`] on any seekable bytes: whatever disk is plugged in is a stranger's input.
+pub fn read_table_from<R: Read + Seek>(f: &mut R) -> std::io::Result<Option<Vec<Partition>>> {
     // The header sits in LBA 1; try the two common logical block sizes.
     for sector in [512u64, 4096] {
         let mut hdr = [0u8; 92];
-        f.seek(SeekFrom::Start(sector)).map_err(err)?;
+        f.seek(SeekFrom::Start(sector))?;
         if f.read_exact(&mut hdr).is_err() || &hdr[0..8] != b"EFI PART" {
             continue;
         }
@@ -77,8 +82,8 @@ pub fn read_table(path: &Path) -> Result<Option<Vec<Partition>>, GptError> {
             return Ok(None);
         };
         let mut table = vec![0u8; count * size];
-        f.seek(SeekFrom::Start(offset)).map_err(err)?;
-        f.read_exact(&mut table).map_err(err)?;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(&mut table)?;
         let parts = table
             .chunks(size)
             .enumerate()

@@ -94,6 +94,7 @@ impl Transaction {
     /// Decodes a datagram. `Ok(None)` means "not for this transaction" (other clients'
     /// traffic, or a stray type), which the caller skips.
     pub fn parse_reply(&self, bytes: &[u8]) -> Result<Option<(MessageType, Message)>, DhcpError> {
+        check_option_lengths(bytes)?;
         let msg = Message::decode(&mut Decoder::new(bytes))
             .map_err(|e| DhcpError::Malformed(e.to_string()))?;
         // The MAC is read from the raw header (chaddr at offset 28), not `msg.chaddr()`:
@@ -110,6 +111,65 @@ impl Transaction {
             .msg_type()
             .ok_or_else(|| DhcpError::Malformed("no message type option".into()))?;
         Ok(Some((kind, msg)))
+    }
+}
+
+/// Offset of the options, after the BOOTP header and the magic cookie.
+const OPTIONS: usize = 240;
+
+/// Refuses options whose length dhcproto 0.15 trusts without checking: it asserts on them
+/// in debug builds and subtracts past zero for two of them (found by fuzzing,
+/// `dhcp_reply`). Options are walked as dhcproto walks them, consecutive pieces of one
+/// option joined (RFC 3396); a truncated tail is left to dhcproto's own error.
+fn check_option_lengths(bytes: &[u8]) -> Result<(), DhcpError> {
+    fn check(code: u8, len: usize) -> Result<(), DhcpError> {
+        let (ok, want) = match code {
+            80 => (len == 0, "0"),           // rapid commit
+            81 => (len >= 3, "at least 3"),  // client FQDN
+            94 => (len == 3, "3"),           // client network interface
+            151 => (len >= 1, "at least 1"), // bulk leasequery status code
+            152..=155 => (len == 4, "4"),    // bulk leasequery times
+            _ => (true, ""),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(DhcpError::Malformed(format!(
+                "option {code} is {len} bytes long, expected {want}"
+            )))
+        }
+    }
+    let Some(mut rest) = bytes.get(OPTIONS..) else {
+        return Ok(());
+    };
+    let mut open: Option<(u8, usize)> = None;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 || code == 255 {
+            if let Some((c, len)) = open.take() {
+                check(c, len)?;
+            }
+            if code == 255 {
+                break;
+            }
+            rest = tail;
+            continue;
+        }
+        let Some((&len, tail)) = tail.split_first() else {
+            break;
+        };
+        open = match open {
+            Some((c, total)) if c == code => Some((c, total + usize::from(len))),
+            Some((c, total)) => {
+                check(c, total)?;
+                Some((code, usize::from(len)))
+            }
+            None => Some((code, usize::from(len))),
+        };
+        rest = tail.get(usize::from(len)..).unwrap_or_default();
+    }
+    match open {
+        Some((c, len)) => check(c, len),
+        None => Ok(()),
     }
 }
 
@@ -358,6 +418,34 @@ mod tests {
         let parsed = std::panic::catch_unwind(|| tx.parse_reply(&bytes).map(|r| r.is_some()));
         let parsed = parsed.expect("parsing an oversized hlen must not panic");
         assert!(parsed.is_ok(), "{parsed:?}");
+    }
+
+    /// Options whose length dhcproto trusts (found by fuzzing, `dhcp_reply`): an error
+    /// naming the option, not a debug assertion or an underflow.
+    #[test]
+    fn options_of_impossible_lengths_are_refused_by_name() {
+        let tx = Transaction::new(6, MAC);
+        for (code, data) in [
+            (153u8, vec![5u8]),
+            (151, vec![]),
+            (81, vec![1, 2]),
+            (80, vec![1]),
+            (94, vec![1, 2]),
+        ] {
+            let mut bytes = reply(&tx, MessageType::Ack, vec![]);
+            let end = bytes.len() - 1; // before the end option
+            let mut opt = vec![code, data.len() as u8];
+            opt.extend(&data);
+            bytes.splice(end..end, opt);
+            let parsed = std::panic::catch_unwind(|| tx.parse_reply(&bytes));
+            let err = parsed.expect("no panic").unwrap_err().to_string();
+            assert!(err.contains(&format!("option {code} is")), "{err}");
+        }
+        // The same options at their right lengths still parse.
+        let mut bytes = reply(&tx, MessageType::Ack, vec![]);
+        let end = bytes.len() - 1;
+        bytes.splice(end..end, [153u8, 4, 0, 0, 0, 1, 80, 0]);
+        assert!(tx.parse_reply(&bytes).unwrap().is_some());
     }
 
     #[test]
