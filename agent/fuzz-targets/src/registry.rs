@@ -23,12 +23,20 @@ pub fn image_config(data: &[u8]) {
     }
 }
 
-/// A scratch directory for the whole run: a fresh one per input costs more than the
-/// unpacking it hosts.
+/// A scratch directory for the whole run, in memory where the machine has /dev/shm: a
+/// fresh directory on disk per input costs more than the unpacking it hosts.
 fn scratch() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("a scratch directory"))
-        .path()
+    DIR.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("a scratch directory")
+    })
+    .path()
 }
 
 /// A layer blob (tar, gzip or zstd): it unpacks or fails cleanly, and never writes outside
