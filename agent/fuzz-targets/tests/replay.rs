@@ -25,6 +25,35 @@ fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
     files
 }
 
+/// The system allocator, noting the largest single request on each thread: an input that
+/// makes a decoder reserve what its bytes merely declare is a remote out-of-memory, which
+/// libFuzzer reports and a plain replay would not.
+struct Largest;
+
+thread_local! {
+    static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for Largest {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(new)));
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Largest = Largest;
+
+/// Far above what any target needs for its largest input, far below a small board's RAM.
+const MAX_ALLOCATION: usize = 256 << 20;
+
 fn replay(kind: &str) -> usize {
     let mut failed = Vec::new();
     let mut count = 0;
@@ -32,12 +61,20 @@ fn replay(kind: &str) -> usize {
         for file in inputs(kind, name) {
             let data = std::fs::read(&file).expect("read an input");
             count += 1;
+            LARGEST.with(|l| l.set(0));
             if std::panic::catch_unwind(|| target(&data)).is_err() {
-                failed.push(file.display().to_string());
+                failed.push(format!("{}: panicked", file.display()));
+            }
+            let largest = LARGEST.with(|l| l.get());
+            if largest > MAX_ALLOCATION {
+                failed.push(format!(
+                    "{}: allocated {largest} bytes at once",
+                    file.display()
+                ));
             }
         }
     }
-    assert!(failed.is_empty(), "inputs that panic: {failed:#?}");
+    assert!(failed.is_empty(), "inputs that fail: {failed:#?}");
     count
 }
 

@@ -48,7 +48,20 @@ pub struct Attestation {
     pub miner: Address,
     pub digest: B256,
     /// 65 bytes r‖s‖v.
+    #[serde(deserialize_with = "bounded_bytes")]
     pub signature: Bytes,
+}
+
+/// `Bytes` as its own `Deserialize` reads it, except that a msgpack array's declared
+/// length is not trusted: alloy's visitor reserves that many bytes up front, so a 300-byte
+/// message declaring 0xdddddddd elements asked for 3.7 GB before the signature was looked
+/// at (found by fuzzing, `bus_message`). serde_bytes caps the reservation.
+fn bounded_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    if d.is_human_readable() {
+        Bytes::deserialize(d)
+    } else {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Bytes::from(b.into_vec()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +148,26 @@ mod tests {
             id: B256::repeat_byte(0x22),
             replicas: 3,
         }
+    }
+
+    /// An array that declares four billion elements and holds none is an error, not a
+    /// 3.7 GB allocation; the signature still round-trips as msgpack bytes and JSON hex.
+    #[test]
+    fn a_signature_array_of_declared_huge_length_is_refused_cheaply() {
+        let a = Attestation {
+            miner: Address::repeat_byte(1),
+            digest: B256::repeat_byte(2),
+            signature: Bytes::from(vec![7u8; 65]),
+        };
+        let packed = rmp_serde::to_vec(&a).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Attestation>(&packed).unwrap(), a);
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Attestation>(&json).unwrap(), a);
+        let mut hostile = rmp_serde::to_vec(&(a.miner, a.digest)).unwrap();
+        hostile[0] = 0x93; // three fields
+        hostile.extend([0xdd, 0xdd, 0xdd, 0xdd, 0xdd]); // array32 of 0xdddddddd, then nothing
+        let err = rmp_serde::from_slice::<Attestation>(&hostile).unwrap_err();
+        assert!(!err.to_string().is_empty());
     }
 
     #[test]
