@@ -277,7 +277,6 @@ fn bus_seeds() {
 }
 
 fn hub_book_seeds() {
-    let key = key();
     let mut book = HubBook::default();
     for (name, m) in messages() {
         if let (Message::HubAnnouncement(a), "announcement") = (&m, name) {
