@@ -3,7 +3,7 @@
 //! fixed keys, a fixed clock, RFC 6979 signatures. Real files copied from the system live
 //! beside them. Run: cargo run -p sosna-fuzz-targets --example gen_seeds
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -475,7 +475,8 @@ fn registry_seeds() {
 }
 
 fn rauc_seeds() {
-    let slot = |fields: &[(&str, Value<'static>)]| -> HashMap<String, OwnedValue> {
+    // Ordered maps: a HashMap would encode its fields in a different order every run.
+    let slot = |fields: &[(&str, Value<'static>)]| -> BTreeMap<String, OwnedValue> {
         fields
             .iter()
             .map(|(k, v)| {
@@ -487,7 +488,7 @@ fn rauc_seeds() {
             })
             .collect()
     };
-    let status: Vec<(String, HashMap<String, OwnedValue>)> = vec![
+    let status: Vec<(String, BTreeMap<String, OwnedValue>)> = vec![
         (
             "rootfs.0".into(),
             slot(&[
